@@ -1,0 +1,83 @@
+# demolab: a live technical talk that works with no internet.
+#   make lab     provision this machine (inventory.ini) and start the lab
+#   make test    the whole test suite (fresh offline systemd hosts included)
+#   make quick   lint + unit tests, for your own iterations
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -y -qq
+INVENTORY ?= inventory.ini
+PLAYBOOK_ARGS ?=
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Debian packages the controller needs (the test areas add theirs in tests/apt/*.txt).
+CONTROLLER_PKGS := python3-venv python3-pip openssh-client iproute2 debootstrap \
+	systemd-container zstd apt-cacher-ng sudo
+
+.PHONY: help deps venv lab verify offline online lint unit quick test test-hosts test-local \
+	test-http-cache test-media test-demo-app clean
+
+help:
+	@sed -n '2,5p' Makefile | sed 's/^# //'
+
+$(VENV)/.stamp-apt: $(wildcard tests/apt/*.txt) Makefile
+	@echo "==> Debian packages for the controller"
+	@pkgs="$(CONTROLLER_PKGS) $$(cat tests/apt/*.txt 2>/dev/null | sed 's/#.*//' | xargs)"; \
+	missing=$$(for p in $$pkgs; do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "    installing: $$missing"; \
+	  $(APT) update && $(APT) install --no-install-recommends $$missing >/dev/null; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+deps: $(VENV)/.stamp-apt
+
+$(VENV)/.stamp-pip: requirements-dev.txt $(wildcard tests/requirements/*.txt) | $(VENV)/.stamp-apt
+	@echo "==> Python toolchain in $(VENV)"
+	@[ -x $(BIN)/pip ] || $(PY) -m venv $(VENV)
+	@$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt \
+	  $$(for f in tests/requirements/*.txt; do [ -f "$$f" ] && echo "-r $$f"; done)
+	@touch $@
+
+venv: $(VENV)/.stamp-pip
+
+lab: venv
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/site.yml $(PLAYBOOK_ARGS)
+
+verify: venv
+	$(BIN)/pytest -q tests/infra --hosts='ansible://lab' --ansible-inventory=$(INVENTORY) -p no:cacheprovider
+
+lint: venv
+	@echo "==> ansible-lint (production profile)"
+	@$(BIN)/ansible-lint --offline -q
+	@echo "==> ruff"
+	@$(BIN)/ruff check tests roles
+
+unit: venv
+	@echo "==> unit tests"
+	@$(BIN)/pytest -q tests/unit -p no:cacheprovider
+
+quick: lint unit
+
+# The foundation lifecycle on a brand-new offline systemd host:
+# converge -> idempotence (changed=0) -> check mode -> testinfra verify.
+test-hosts: venv
+	@echo "==> fresh systemd test hosts: converge, idempotence, check mode, verify"
+	@$(BIN)/python tests/lifecycle.py
+
+# `make lab` on this very machine (supervisord path where PID 1 is not systemd), then verify.
+test-local: venv
+	@echo "==> make lab on this machine, then verify"
+	@$(MAKE) --no-print-directory lab PLAYBOOK_ARGS="$(PLAYBOOK_ARGS)"
+	@$(MAKE) --no-print-directory verify
+
+test-http-cache: venv
+	@echo "==> http_cache (proxy.py replay cache)"
+	@bash tests/http_cache/run.sh
+
+test: quick test-hosts test-local test-http-cache
+	@echo "==> all tests passed"
+
+clean:
+	rm -rf .run

@@ -1,0 +1,82 @@
+"""testinfra suite: run against any inventory.
+
+    pytest tests/infra --hosts='ansible://lab' --ansible-inventory=inventory.ini
+
+Passwords come from the controller's secrets directory (DEMOLAB_SECRETS_DIR, default
+~/.config/demolab/secrets), the same files the roles generated.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from pathlib import Path
+
+import pytest
+
+SECRETS = Path(os.environ.get("DEMOLAB_SECRETS_DIR", Path.home() / ".config/demolab/secrets"))
+
+
+def inventory_name(host) -> str:
+    return host.ansible.get_variables()["inventory_hostname"]
+
+
+@pytest.fixture
+def secret(host):
+    def read(name: str) -> str:
+        path = SECRETS / inventory_name(host) / name
+        if not path.exists():
+            pytest.fail(f"secret {path} missing: provision with the same lab_secrets_dir first")
+        return path.read_text().split()[0]
+    return read
+
+
+def service_manager(host) -> str:
+    return "systemd" if host.file("/proc/1/comm").content_string.strip() == "systemd" else "supervisor"
+
+
+def service_logs(host, name: str) -> str:
+    if service_manager(host) == "systemd":
+        return host.run(f"journalctl --no-pager -n 50 -u {shlex.quote(name)}").stdout
+    return host.run(f"tail -n 50 /var/log/demolab/{shlex.quote(name)}.log").stdout
+
+
+def restart_service(host, name: str, port: int, timeout: float = 60) -> None:
+    if service_manager(host) == "systemd":
+        cmd = f"systemctl restart {shlex.quote(name)}"
+    else:
+        cmd = f"supervisorctl restart {shlex.quote(name)}"
+    host.run_test(cmd)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if host.socket(f"tcp://127.0.0.1:{port}").is_listening:
+            return
+        time.sleep(0.5)
+    pytest.fail(f"{name} not listening on {port} {timeout} s after a restart:\n{service_logs(host, name)}")
+
+
+@pytest.fixture
+def lab_service(host):
+    """Helpers bound to the host: is_running(name), restart(name, port), logs(name)."""
+
+    class Svc:
+        manager = service_manager(host)
+
+        @staticmethod
+        def is_running(name: str) -> bool:
+            if Svc.manager == "systemd":
+                s = host.service(name)
+                return s.is_running and s.is_enabled
+            out = host.run(f"supervisorctl status {shlex.quote(name)}").stdout
+            return " RUNNING " in f" {out} "
+
+        @staticmethod
+        def restart(name: str, port: int) -> None:
+            restart_service(host, name, port)
+
+        @staticmethod
+        def logs(name: str) -> str:
+            return service_logs(host, name)
+
+    return Svc

@@ -1,0 +1,71 @@
+"""Bad input fails early, with a message that says what is wrong and what to do.
+
+These run the real playbooks (ansible-playbook) against this machine in check mode, or
+against an address where nothing listens; nothing is changed on the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def playbook(*args: str, inventory: str = "localhost ansible_connection=local", tmp: Path,
+             playbook_path: str = "playbooks/site.yml") -> subprocess.CompletedProcess:
+    inv = tmp / "inventory.ini"
+    inv.write_text(f"[lab]\n{inventory}\n[presenter]\n{inventory}\n[all:vars]\n"
+                   "ansible_python_interpreter=/usr/bin/python3\n")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               PATH=f"{BIN}:{os.environ['PATH']}")
+    return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inv), playbook_path, *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_unknown_mongodb_engine_is_refused_before_any_change(tmp_path):
+    out = playbook("--check", "--tags", "mongodb_install", "-e", "mongodb_engine=mongo-bogus",
+                   "-e", f"lab_secrets_dir={tmp_path}/secrets", tmp=tmp_path)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert "mongodb_engine" in text and "mongo-bogus" in text
+    assert "secantus" in text and "mongodb-org" in text  # says what is allowed
+
+
+def test_unreachable_inventory_host_is_named(tmp_path):
+    t0 = time.monotonic()
+    out = playbook(inventory="ghost ansible_host=127.0.0.1 ansible_port=1 ansible_user=root",
+                   tmp=tmp_path)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert "Cannot reach ghost (127.0.0.1)" in text
+    assert "inventory" in text
+    assert time.monotonic() - t0 < 60
+
+
+def test_missing_secret_is_an_error_when_generation_is_off(tmp_path):
+    secrets = tmp_path / "secrets"
+    out = playbook("--check", "--tags", "redis_configure", "-e", f"lab_secrets_dir={secrets}",
+                   "-e", "lab_secrets_generate=false", tmp=tmp_path)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert f"{secrets}/localhost/redis does not exist" in text
+    assert "lab_secrets_generate" in text
+    assert not secrets.exists()  # nothing generated behind the user's back
+
+
+def test_secret_is_generated_private_and_stable(tmp_path):
+    secrets = tmp_path / "secrets"
+    for _ in range(2):
+        out = playbook("--check", "--tags", "redis_configure", "-e", f"lab_secrets_dir={secrets}",
+                       tmp=tmp_path)
+        assert out.returncode == 0, out.stdout[-3000:]
+        path = secrets / "localhost" / "redis"
+        value = path.read_text()
+        assert (path.stat().st_mode & 0o777) == 0o600
+        assert value not in out.stdout + out.stderr  # never printed
+    assert len(value.split()[0]) == 32
