@@ -1,0 +1,184 @@
+"""Command line: serve (run proxy.py with the plugin), misses (report), check (verify store).
+
+  python -m demolab_cache serve --config /etc/demolab/http_cache.json
+  python -m demolab_cache misses --miss-log FILE [--json]
+  python -m demolab_cache check --store DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import signal
+import sys
+from collections import Counter
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "listen_address": "127.0.0.1",
+    "port": 3128,
+    "mode": "record",
+    "store_dir": "/var/lib/demolab/http_cache/store",
+    "miss_log": "/var/lib/demolab/http_cache/misses.jsonl",
+    "allow": ["127.0.0.0/8", "::1/128"],
+    "ca_cert": "",
+    "ca_key": "",
+    "signing_key": "",
+    "cert_dir": "/var/lib/demolab/http_cache/certs",
+    "upstream_ca_file": "/etc/ssl/certs/ca-certificates.crt",
+    "log_file": "",
+    "log_level": "INFO",
+    "num_workers": 0,
+    "num_acceptors": 0,
+    "timeout": 30,
+    "max_sendbuf_size": 1048576,
+    "openssl": "openssl",
+    "record_hint": "",
+}
+
+
+def load_config(path: str) -> dict[str, Any]:
+    config = dict(DEFAULTS)
+    if path:
+        with open(path, encoding="utf-8") as fh:
+            loaded = json.load(fh)
+        unknown = set(loaded) - set(DEFAULTS)
+        if unknown:
+            raise SystemExit("unknown keys in %s: %s" % (path, ", ".join(sorted(unknown))))
+        config.update(loaded)
+    if config["mode"] not in ("record", "offline"):
+        raise SystemExit("mode must be record or offline, not %r" % config["mode"])
+    return config
+
+
+def proxy_argv(config: dict[str, Any]) -> list[str]:
+    allow = config["allow"]
+    argv = [
+        "--hostname", str(config["listen_address"]),
+        "--port", str(config["port"]),
+        "--plugins", "demolab_cache.plugin.CachePlugin",
+        "--demolab-mode", config["mode"],
+        "--demolab-store", config["store_dir"],
+        "--demolab-miss-log", config["miss_log"],
+        "--demolab-allow", ",".join(allow) if isinstance(allow, list) else str(allow),
+        "--log-level", str(config["log_level"]),
+        "--timeout", str(config["timeout"]),
+        "--max-sendbuf-size", str(config["max_sendbuf_size"]),
+        "--openssl", str(config["openssl"]),
+        "--ca-file", str(config["upstream_ca_file"]),
+    ]
+    if config["record_hint"]:
+        argv += ["--demolab-record-hint", config["record_hint"]]
+    if config["log_file"]:
+        argv += ["--log-file", config["log_file"]]
+    if int(config["num_workers"]) > 0:
+        argv += ["--num-workers", str(config["num_workers"])]
+    if int(config["num_acceptors"]) > 0:
+        argv += ["--num-acceptors", str(config["num_acceptors"])]
+    if config["ca_cert"] and config["ca_key"] and config["signing_key"]:
+        argv += [
+            "--ca-cert-file", config["ca_cert"],
+            "--ca-key-file", config["ca_key"],
+            "--ca-signing-key-file", config["signing_key"],
+            "--ca-cert-dir", config["cert_dir"],
+        ]
+    return argv
+
+
+def _raise_interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    os.umask(0o077)
+    from .store import Store   # noqa: PLC0415 (keeps `misses` free of proxy.py imports)
+
+    Store(config["store_dir"], config["miss_log"]).prepare()
+    if config["ca_cert"]:
+        os.makedirs(config["cert_dir"], mode=0o700, exist_ok=True)
+    from proxy.proxy import Proxy, sleep_loop   # noqa: PLC0415
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    print("demolab_cache: %s mode on %s:%s, store %s" % (
+        config["mode"], config["listen_address"], config["port"], config["store_dir"]), flush=True)
+    with Proxy(proxy_argv(config) + list(args.proxy_args)) as proxy:
+        sleep_loop(proxy)
+    return 0
+
+
+def cmd_misses(args: argparse.Namespace) -> int:
+    counts: Counter[tuple[str, str, str]] = Counter()
+    last: dict[tuple[str, str, str], str] = {}
+    try:
+        with open(args.miss_log, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    continue
+                key = (item.get("method", "?"), item.get("url", "?"), item.get("reason", "miss"))
+                counts[key] += 1
+                last[key] = item.get("time", "")
+    except FileNotFoundError:
+        pass
+    if args.json:
+        print(json.dumps([
+            {"method": k[0], "url": k[1], "reason": k[2], "count": n, "last": last[k]}
+            for k, n in counts.most_common()
+        ], indent=1))
+        return 0
+    if not counts:
+        print("no cache misses recorded")
+        return 0
+    print("%d distinct URL(s) missed while offline (record them before the talk):" % len(counts))
+    for (method, url, reason), n in counts.most_common():
+        print("  %4dx %-7s %s%s" % (n, method, url, "  [corrupt entry]" if reason == "corrupt" else ""))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    objects = os.path.join(args.store, "objects")
+    good = bad = 0
+    for bucket, _dirs, files in os.walk(objects):
+        for name in files:
+            if not name.endswith(".json"):
+                continue
+            try:
+                with open(os.path.join(bucket, name), encoding="utf-8") as fh:
+                    meta = json.load(fh)
+                digest = hashlib.sha256()
+                with open(os.path.join(bucket, os.path.basename(meta["data"])), "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(block)
+                ok = digest.hexdigest() == meta["sha256"]
+            except (OSError, ValueError, KeyError, TypeError):
+                ok, meta = False, {"url": name}
+            if ok:
+                good += 1
+            else:
+                bad += 1
+                print("CORRUPT %s %s" % (meta.get("method", "?"), meta.get("url", name)))
+    print("%d entries ok, %d corrupt" % (good, bad))
+    return 1 if bad else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="demolab_cache")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the caching proxy")
+    serve.add_argument("--config", default="", help="JSON config file")
+    serve.add_argument("proxy_args", nargs=argparse.REMAINDER, help="extra proxy.py flags")
+    misses = sub.add_parser("misses", help="report of the offline misses")
+    misses.add_argument("--miss-log", default=DEFAULTS["miss_log"])
+    misses.add_argument("--json", action="store_true")
+    check = sub.add_parser("check", help="verify every stored entry's checksum")
+    check.add_argument("--store", default=DEFAULTS["store_dir"])
+    args = parser.parse_args(argv)
+    return {"serve": cmd_serve, "misses": cmd_misses, "check": cmd_check}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
