@@ -132,7 +132,8 @@ def main() -> int:
             print(f"{label:8} {name:11} {r['rps']:10.0f} {r['bytes_per_s'] / 1e6:10.1f} {r['p99']:>9} {r['non2xx']:8d}")
         small = results[("10KB", "http_cache")]["rps"] / results[("10KB", "squid")]["rps"]
         big = results[("20MB", "http_cache")]["bytes_per_s"] / results[("20MB", "squid")]["bytes_per_s"]
-        print(f"\nratio 10KB req/s   http_cache/squid = {small:.2f}x (goal >= 1.0x) {'OK' if small >= 1.0 else 'BELOW GOAL'}")
+        verdict = "OK" if small >= 1.0 else "BELOW GOAL"
+        print(f"\nratio 10KB req/s   http_cache/squid = {small:.2f}x (goal >= 1.0x) {verdict}")
         print(f"ratio 20MB bytes/s http_cache/squid = {big:.2f}x (goal >= 3x)   {'OK' if big >= 3 else 'BELOW GOAL'}")
         return 0
     finally:

@@ -1,7 +1,6 @@
 """Unit tests of the response framing (no processes)."""
 
 import pytest
-
 from demolab_cache.framing import FramingError, ResponseFraming
 
 CHUNKED = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -7,7 +7,6 @@ import subprocess
 import time
 
 import pytest
-
 from helpers import BIG, SMALL, http_get, https_get, split_response
 
 
@@ -34,7 +33,7 @@ def test_http_record_then_offline_is_byte_identical(proxies, origin, store):
     assert len(entries(store)) == 3
     seen = origin.connections
     off = proxies("offline", store)
-    for url, raw in zip(urls, recorded):
+    for url, raw in zip(urls, recorded, strict=True):
         assert http_get(off.port, url) == raw
     assert origin.connections == seen, "offline replay must not touch the origin"
 

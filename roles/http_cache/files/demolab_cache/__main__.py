@@ -94,12 +94,12 @@ def _raise_interrupt(_signum: int, _frame: Any) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     os.umask(0o077)
-    from .store import Store   # noqa: PLC0415 (keeps `misses` free of proxy.py imports)
+    from .store import Store  # noqa: PLC0415 (keeps `misses` free of proxy.py imports)
 
     Store(config["store_dir"], config["miss_log"]).prepare()
     if config["ca_cert"]:
         os.makedirs(config["cert_dir"], mode=0o700, exist_ok=True)
-    from proxy.proxy import Proxy, sleep_loop   # noqa: PLC0415
+    from proxy.proxy import Proxy, sleep_loop  # noqa: PLC0415
 
     signal.signal(signal.SIGTERM, _raise_interrupt)
     print("demolab_cache: %s mode on %s:%s, store %s" % (
