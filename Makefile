@@ -15,7 +15,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CONTROLLER_PKGS := python3-venv python3-pip openssh-client iproute2 debootstrap \
 	systemd-container zstd apt-cacher-ng sudo
 
-.PHONY: help deps venv lab verify offline online lint unit quick test test-hosts test-local \
+.PHONY: help deps venv wheel lab verify lint unit quick test test-hosts test-local \
 	test-http-cache test-media test-demo-app clean
 
 help:
@@ -42,7 +42,18 @@ $(VENV)/.stamp-pip: requirements-dev.txt $(wildcard tests/requirements/*.txt) | 
 
 venv: $(VENV)/.stamp-pip
 
-lab: venv
+# The demo app's wheel (JS assets inside), rebuilt only when its sources change.
+DEMO_APP_SRC := $(shell find demo-app/src demo-app/pyproject.toml demo-app/package-lock.json \
+	-type f -not -name '*.pyc' -not -path '*/static/*.min.js' -not -name jquery.flot.js 2>/dev/null)
+demo-app/dist/.stamp: $(DEMO_APP_SRC) | $(VENV)/.stamp-apt
+	@echo "==> demo app wheel"
+	@command -v npm >/dev/null || $(APT) install --no-install-recommends nodejs npm >/dev/null
+	@$(MAKE) --no-print-directory -C demo-app wheel
+	@touch $@
+
+wheel: demo-app/dist/.stamp
+
+lab: venv wheel
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/site.yml $(PLAYBOOK_ARGS)
 
 verify: venv
@@ -62,7 +73,7 @@ quick: lint unit
 
 # The foundation lifecycle on a brand-new offline systemd host:
 # converge -> idempotence (changed=0) -> check mode -> testinfra verify.
-test-hosts: venv
+test-hosts: venv wheel
 	@echo "==> fresh systemd test hosts: converge, idempotence, check mode, verify"
 	@$(BIN)/python tests/lifecycle.py
 
@@ -72,11 +83,15 @@ test-local: venv
 	@$(MAKE) --no-print-directory lab PLAYBOOK_ARGS="$(PLAYBOOK_ARGS)"
 	@$(MAKE) --no-print-directory verify
 
+test-demo-app: deps
+	@echo "==> demo app (real Redis, SecantusDB, FFmpeg, Chromium)"
+	@$(MAKE) --no-print-directory -C demo-app test
+
 test-http-cache: venv
 	@echo "==> http_cache (proxy.py replay cache)"
 	@bash tests/http_cache/run.sh
 
-test: quick test-hosts test-local test-http-cache
+test: quick test-demo-app test-hosts test-local test-http-cache
 	@echo "==> all tests passed"
 
 clean:

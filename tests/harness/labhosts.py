@@ -35,7 +35,9 @@ RUN = Path(os.environ.get("DEMOLAB_TESTHOSTS_RUN", "/var/tmp/demolab-testhosts")
 BRIDGE = "br-demolab"
 NET_PREFIX = "10.77.0"
 BRIDGE_IP = f"{NET_PREFIX}.1"
-PROXY_PORT = 3142
+# Concurrent test runs (a helper beside the main suite) each pick their own port;
+# each port gets its own cache so two apt-cacher-ng never share files.
+PROXY_PORT = int(os.environ.get("DEMOLAB_PROXY_PORT", "3142"))
 SUITE = "bookworm"
 BASE_PACKAGES = [
     "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-apt",
@@ -165,7 +167,7 @@ class ForwardProxy:
     """apt-cacher-ng on the bridge: caches .debs (fast reruns) and tunnels HTTPS (pip)."""
 
     def __init__(self) -> None:
-        self.dir = CACHE / "acng"
+        self.dir = CACHE / ("acng" if PROXY_PORT == 3142 else f"acng-{PROXY_PORT}")
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -189,15 +191,15 @@ class ForwardProxy:
                 c=self.dir / "cache", l=self.dir / "log"))
         args = ["/usr/sbin/apt-cacher-ng", "-c", str(conf), "ForeGround=1",
                 f"BindAddress={BRIDGE_IP}", f"Port={PROXY_PORT}",
-                f"PidFile={RUN / 'acng.pid'}", f"SocketPath={RUN / 'acng.sock'}"]
+                f"PidFile={RUN / f'acng-{PROXY_PORT}.pid'}", f"SocketPath={RUN / f'acng-{PROXY_PORT}.sock'}"]
         RUN.mkdir(parents=True, exist_ok=True)
-        out = open(RUN / "acng.out", "ab")
+        out = open(RUN / f"acng-{PROXY_PORT}.out", "ab")
         self.proc = subprocess.Popen(args, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise SystemExit(f"the forward proxy exited: see {RUN / 'acng.out'}")
+                raise SystemExit(f"the forward proxy exited: see {RUN / f'acng-{PROXY_PORT}.out'}")
             if run(["bash", "-c", f"exec 3<>/dev/tcp/{BRIDGE_IP}/{PROXY_PORT}"], check=False,
                    quiet=True).returncode == 0:
                 log(f"forward proxy (online) at {self.url}")

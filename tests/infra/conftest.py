@@ -80,3 +80,26 @@ def lab_service(host):
             return service_logs(host, name)
 
     return Svc
+
+
+HTTP_GET = r"""
+import sys, urllib.error, urllib.request
+url, proxy = sys.argv[1], sys.argv[2]
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy} if proxy else {}))
+try:
+    resp = opener.open(url, timeout=20)
+    code, body = resp.status, resp.read()
+except urllib.error.HTTPError as e:
+    code, body = e.code, e.read()
+sys.stdout.write(str(code) + "\n")
+sys.stdout.flush()
+sys.stdout.buffer.write(body)
+"""
+
+
+def http_get(host, url: str, proxy: str = "") -> tuple[int, str]:
+    """GET from the host itself with its own python3 (a fresh host has no curl)."""
+    out = host.run(f"python3 -c {shlex.quote(HTTP_GET)} {shlex.quote(url)} {shlex.quote(proxy)}")
+    assert out.rc == 0, f"GET {url} failed on the host: {out.stderr}"
+    code, _, body = out.stdout.partition("\n")
+    return int(code), body
