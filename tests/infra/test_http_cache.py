@@ -35,7 +35,7 @@ def test_records_a_response_byte_identical(host):
     back unchanged and the store gains an entry."""
     token = secrets.token_hex(16)
     root = "/tmp/demolab-origin"
-    host.run_test(f"mkdir -p {root} && printf %s {token} > {root}/page.txt")
+    host.run_test(f"mkdir -p {root} && printf %s {token} > {root}/{token}.txt")
     host.run_test(
         # every fd of the background job is /dev/null, or the remote shell never returns
         f"{{ cd {root} && exec setsid timeout 300 python3 -m http.server {ORIGIN_PORT} --bind 127.0.0.1; }} "
@@ -44,7 +44,7 @@ def test_records_a_response_byte_identical(host):
     )
     try:
         before = int(host.run_test("find /var/lib/demolab/mirror/http_cache -type f | wc -l").stdout)
-        code, body = http_get(host, f"http://127.0.0.1:{ORIGIN_PORT}/page.txt", f"http://127.0.0.1:{PORT}")
+        code, body = http_get(host, f"http://127.0.0.1:{ORIGIN_PORT}/{token}.txt", f"http://127.0.0.1:{PORT}")
         assert (code, body) == (200, token)
         after = int(host.run_test("find /var/lib/demolab/mirror/http_cache -type f | wc -l").stdout)
         assert after > before, "the proxy served the page but stored nothing"
