@@ -15,7 +15,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CONTROLLER_PKGS := python3-venv python3-pip openssh-client iproute2 debootstrap \
 	systemd-container zstd apt-cacher-ng sudo
 
-.PHONY: help deps venv wheel lab verify lint unit quick test test-hosts test-local \
+.PHONY: help deps venv wheel lab ready verify lint unit quick test test-hosts test-local \
 	test-http-cache test-media test-demo-app clean
 
 help:
@@ -55,6 +55,9 @@ wheel: demo-app/dist/.stamp
 
 lab: venv wheel
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/site.yml $(PLAYBOOK_ARGS)
+
+ready: venv
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/ready.yml
 
 verify: venv
 	$(BIN)/pytest -q tests/infra --hosts='ansible://lab' --ansible-inventory=$(INVENTORY) -p no:cacheprovider
