@@ -19,7 +19,7 @@ MAX_UPLOAD = 8 * 1024 * 1024
 class Listener:
     """A python-socketio client that records every event with its arrival time."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, transports: list[str] | None = None) -> None:
         self.client = socketio.Client(reconnection=True, reconnection_delay=0.2)
         self.events: list[tuple[str, Any, float]] = []
         self.cond = threading.Condition()
@@ -30,7 +30,7 @@ class Listener:
                 self.events.append((event, data, time.monotonic()))
                 self.cond.notify_all()
 
-        self.client.connect(url, transports=["websocket"], wait_timeout=10)
+        self.client.connect(url, transports=transports or ["websocket"], wait_timeout=10)
 
     @property
     def sid(self) -> str:
@@ -98,11 +98,11 @@ def app(
 
 
 @pytest.fixture
-def listener_factory(app: AppServer) -> Iterator[Callable[[], Listener]]:
+def listener_factory(app: AppServer) -> Iterator[Callable[..., Listener]]:
     made: list[Listener] = []
 
-    def make() -> Listener:
-        listener = Listener(app.url)
+    def make(transports: list[str] | None = None) -> Listener:
+        listener = Listener(app.url, transports)
         made.append(listener)
         return listener
 

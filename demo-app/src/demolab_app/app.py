@@ -23,6 +23,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 from redis import RedisError
 
+from .broadcast import Broadcaster
 from .config import CODECS, Settings
 from .cpu import CpuBroadcaster
 from .relay import ANNOUNCE_EVENT, Publisher, Relay
@@ -72,8 +73,13 @@ class Services:
         self.publisher = Publisher(
             settings.redis_url, settings.redis_password, settings.redis_channel
         )
-        self.relay = Relay(sio, settings.redis_url, settings.redis_password, settings.redis_channel)
-        self.cpu = CpuBroadcaster(sio, settings.cpu_interval, settings.cpu_history)
+        self.broadcaster = Broadcaster(sio)  # one encode + direct writes for emits to all
+        broadcast = self.broadcaster.emit
+        self.relay = Relay(
+            sio, settings.redis_url, settings.redis_password, settings.redis_channel,
+            broadcast=broadcast,
+        )  # fmt: skip
+        self.cpu = CpuBroadcaster(sio, settings.cpu_interval, settings.cpu_history, broadcast)
         self.transcoder = Transcoder(
             settings.ffmpeg, settings.video_bitrate, settings.audio_bitrate,
             settings.transcode_timeout, settings.encoder_threads,
@@ -126,7 +132,7 @@ class Services:
             except (RedisError, OSError) as exc:
                 log.warning("publish failed (%s): announcing to local clients only", exc)
                 warning = "Redis is unavailable: announced to this server's clients only"
-                self.sio.emit(ANNOUNCE_EVENT, announcement)
+                self.broadcaster.emit(ANNOUNCE_EVENT, announcement)
             tell("upload_done", {"video": announcement, "warning": warning})
         except (TranscodeError, PyMongoError) as exc:
             log.warning("upload %s (%s) failed: %s", job_id, job.filename, exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,15 @@ def usage_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
 class CpuBroadcaster:
     """Samples /proc/stat every ``interval`` seconds and emits ``cpu`` to all clients."""
 
-    def __init__(self, sio: socketio.Server, interval: float, history: int) -> None:
+    def __init__(
+        self,
+        sio: socketio.Server,
+        interval: float,
+        history: int,
+        broadcast: Callable[[str, Any], None] | None = None,
+    ) -> None:
         self.sio = sio
+        self.broadcast = broadcast or sio.emit  # (event, data) to every client
         self.interval = interval
         self.samples: deque[dict[str, float]] = deque(maxlen=history)
         self._started = False
@@ -66,7 +74,7 @@ class CpuBroadcaster:
                 sample = {"t": round(time.time() * 1000), "usage": usage_percent(before, after)}
                 before = after
                 self.samples.append(sample)
-                self.sio.emit("cpu", sample)
+                self.broadcast("cpu", sample)
             except Exception:  # keep the one broadcaster alive whatever happens
                 log.exception("cpu broadcast failed")
             if time.monotonic() - deadline > self.interval:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -52,8 +53,10 @@ class Relay:
         channel: str,
         min_backoff: float = 0.1,
         max_backoff: float = 1.0,
+        broadcast: Callable[[str, Any], None] | None = None,
     ) -> None:
         self.sio = sio
+        self.broadcast = broadcast or sio.emit  # (event, data) to every client
         self.url = url
         self.password = password
         self.channel = channel
@@ -81,7 +84,7 @@ class Relay:
                 for message in pubsub.listen():
                     if message.get("type") != "message":
                         continue
-                    self.sio.emit(ANNOUNCE_EVENT, decode_message(message["data"]))
+                    self.broadcast(ANNOUNCE_EVENT, decode_message(message["data"]))
                     self.relayed += 1
                 log.warning("relay: subscription ended")
             except (redis.RedisError, OSError) as exc:
