@@ -17,10 +17,5 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 # same interpreter and pins as the tests (run.sh prepares them)
 HTTP_CACHE_PREPARE_ONLY=1 "$here/run.sh"
-if [ -x "$repo/.venv/bin/python" ] && "$repo/.venv/bin/python" -m pip --version >/dev/null 2>&1; then
-  py="$repo/.venv/bin/python"
-else
-  py="${HTTP_CACHE_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/demolab/http_cache-test-venv}/bin/python"
-fi
 export PYTHONDONTWRITEBYTECODE=1
-exec timeout 600 "$py" "$here/bench.py" "$@"
+exec timeout 600 "$repo/.venv/bin/python" "$here/bench.py" "$@"
