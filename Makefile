@@ -16,7 +16,7 @@ CONTROLLER_PKGS := python3-venv python3-pip openssh-client iproute2 debootstrap 
 	systemd-container zstd apt-cacher-ng sudo
 
 .PHONY: help deps venv wheel lab ready verify lint unit quick test test-hosts test-local \
-	test-http-cache test-media test-demo-app clean
+	test-http-cache test-devpi test-media test-demo-app clean
 
 help:
 	@sed -n '2,5p' Makefile | sed 's/^# //'
@@ -90,11 +90,15 @@ test-demo-app: deps
 	@echo "==> demo app (real Redis, SecantusDB, FFmpeg, Chromium)"
 	@$(MAKE) --no-print-directory -C demo-app test
 
+test-devpi: venv
+	@echo "==> devpi (real devpi-server on loopback, the role applied to this machine)"
+	@bash tests/devpi/run.sh
+
 test-http-cache: venv
 	@echo "==> http_cache (proxy.py replay cache)"
 	@bash tests/http_cache/run.sh
 
-test: quick test-demo-app test-hosts test-local test-http-cache
+test: quick test-demo-app test-devpi test-http-cache test-hosts test-local
 	@echo "==> all tests passed"
 
 clean:

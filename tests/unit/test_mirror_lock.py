@@ -1,0 +1,58 @@
+"""Every Python package a role pins is in the mirror's hashed lock, at the same version:
+otherwise the lab index lacks it at the venue and the offline reinstall fails."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+LOCKED_LOCALLY = {"demolab-app"}  # built by `make wheel`, not fetched from an index
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "mirror" / "requirements.lock").read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)", line)
+        if m:
+            pins[canonical(m.group(1))] = m.group(2)
+    return pins
+
+
+def role_pins() -> list[tuple[str, str, str]]:
+    pins = []
+    for defaults in sorted(REPO.glob("roles/*/defaults/main.yml")):
+        for key, value in (yaml.safe_load(defaults.read_text()) or {}).items():
+            for item in value if isinstance(value, list) else []:
+                if isinstance(item, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==\S+", item):
+                    name, version = item.split("==")
+                    pins.append((f"{defaults.parts[-3]}:{key}", name, version))
+    http_cache = yaml.safe_load((REPO / "roles/http_cache/defaults/main.yml").read_text())
+    pins.append(("http_cache:http_cache_proxy_version", "proxy.py", http_cache["http_cache_proxy_version"]))
+    return pins
+
+
+def test_the_lock_has_hashes_for_every_entry():
+    text = (REPO / "mirror" / "requirements.lock").read_text()
+    entries = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n\n", 1)[-1].strip())
+    for entry in entries:
+        if not entry.startswith("#"):
+            assert "--hash=sha256:" in entry, entry
+
+
+@pytest.mark.parametrize("where,name,version", role_pins(), ids=lambda v: str(v))
+def test_role_pin_is_locked(where, name, version):
+    if canonical(name) in LOCKED_LOCALLY:
+        return
+    lock = locked()
+    assert canonical(name) in lock, f"{where} pins {name}=={version}, missing from mirror/requirements.lock"
+    assert lock[canonical(name)] == version, (
+        f"{where} pins {name}=={version}, the lock has {lock[canonical(name)]}: "
+        "update mirror/requirements.in and rerun mirror/lock.py")
