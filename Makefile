@@ -16,7 +16,7 @@ CONTROLLER_PKGS := python3-venv python3-pip openssh-client iproute2 debootstrap 
 	systemd-container zstd apt-cacher-ng sudo
 
 .PHONY: help deps venv wheel lab ready verify lint unit quick test test-hosts test-local \
-	test-http-cache test-devpi test-media test-demo-app clean
+	test-http-cache test-devpi test-media test-apt-mirror test-demo-app clean
 
 help:
 	@sed -n '2,5p' Makefile | sed 's/^# //'
@@ -94,11 +94,19 @@ test-devpi: venv
 	@echo "==> devpi (real devpi-server on loopback, the role applied to this machine)"
 	@bash tests/devpi/run.sh
 
+test-media: venv
+	@echo "==> media: lab FFmpeg (built once, cached), lab-record, lab-snippet (Xvfb, PulseAudio, xclip)"
+	@bash tests/media/run.sh
+
+test-apt-mirror: venv
+	@echo "==> apt_mirror: flat repo on host A, offline installs on host B"
+	@bash tests/apt_mirror/run.sh
+
 test-http-cache: venv
 	@echo "==> http_cache (proxy.py replay cache)"
 	@bash tests/http_cache/run.sh
 
-test: quick test-demo-app test-devpi test-http-cache test-hosts test-local
+test: quick test-demo-app test-devpi test-http-cache test-media test-apt-mirror test-hosts test-local
 	@echo "==> all tests passed"
 
 clean:
