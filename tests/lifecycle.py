@@ -74,6 +74,8 @@ def changed_tasks(output: str) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hosts", nargs="+", default=["lab1"])
+    ap.add_argument("--first-index", type=int, default=11,
+                    help="address of the first host: 10.77.0.N (pick another range beside a running suite)")
     ap.add_argument("--keep", action="store_true", help="leave the hosts running (debugging)")
     ap.add_argument("--workdir", default=str(REPO / ".run" / "lifecycle"))
     a = ap.parse_args()
@@ -85,7 +87,7 @@ def main() -> int:
     timings: list[tuple[str, float]] = []
     failures: list[str] = []
 
-    lab = labhosts.LabHosts(a.hosts)
+    lab = labhosts.LabHosts(a.hosts, first_index=a.first_index)
     t = time.monotonic()
     try:
         lab.__enter__()
