@@ -10,12 +10,17 @@ BIN := $(VENV)/bin
 APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -y -qq
 INVENTORY ?= inventory.ini
 PLAYBOOK_ARGS ?=
+# online (at home: fill the mirrors, record) or offline (at the venue); `make offline` and
+# `make online` switch it and keep it in .lab-mode, so a later `make lab` stays in that mode.
+LAB_MODE ?= $(shell cat .lab-mode 2>/dev/null)
+# The lab FFmpeg the media suite builds (once): test runs install it instead of rebuilding.
+FFMPEG_CACHE ?= /var/cache/demolab/ffmpeg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Debian packages the controller needs (the test areas add theirs in tests/apt/*.txt).
 CONTROLLER_PKGS := python3-venv python3-pip openssh-client iproute2 debootstrap \
 	systemd-container zstd apt-cacher-ng sudo
 
-.PHONY: help deps venv wheel lab ready verify lint unit quick test test-hosts test-local \
+.PHONY: help deps venv wheel lab offline online ready verify lint unit quick test test-hosts test-local \
 	test-http-cache test-devpi test-media test-apt-mirror test-demo-app clean
 
 help:
@@ -54,7 +59,14 @@ demo-app/dist/.stamp: $(DEMO_APP_SRC) | $(VENV)/.stamp-apt
 wheel: demo-app/dist/.stamp
 
 lab: venv wheel
-	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/site.yml $(PLAYBOOK_ARGS)
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/site.yml $(if $(LAB_MODE),-e lab_mode=$(LAB_MODE)) $(PLAYBOOK_ARGS)
+
+# One switch: apt (the lab's Debian mirror only), pip (devpi --offline-mode), the HTTP(S)
+# cache (replay only) and the shell proxy settings flip together; the readiness report ends it.
+offline online: venv wheel
+	@echo "==> switching the lab to $@ mode"
+	@$(MAKE) --no-print-directory lab LAB_MODE=$@
+	@echo $@ > .lab-mode
 
 ready: venv
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/ready.yml
@@ -83,7 +95,7 @@ test-hosts: venv wheel
 # `make lab` on this very machine (supervisord path where PID 1 is not systemd), then verify.
 test-local: venv
 	@echo "==> make lab on this machine, then verify"
-	@$(MAKE) --no-print-directory lab PLAYBOOK_ARGS="$(PLAYBOOK_ARGS)"
+	@$(MAKE) --no-print-directory lab PLAYBOOK_ARGS="-e ffmpeg_artifact_source_dir=$(FFMPEG_CACHE) $(PLAYBOOK_ARGS)"
 	@$(MAKE) --no-print-directory verify
 
 test-demo-app: deps

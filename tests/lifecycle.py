@@ -1,11 +1,13 @@
-"""converge -> idempotence -> check mode -> verify, on brand-new offline systemd hosts.
+"""converge -> idempotence -> check mode -> verify -> the venue, on brand-new systemd hosts.
 
-    python3 tests/lifecycle.py [--hosts lab1] [--keep]
+    python3 tests/lifecycle.py [--hosts lab1] [--first-index 11] [--no-offline] [--keep]
 
 Boots fresh Debian 12 hosts (systemd as PID 1, no default route; their only way out is
 the harness's forward proxy), runs playbooks/site.yml on them, runs it again and fails
 unless it reports changed=0, runs it once more in check mode (changed=0 too), then runs
-the testinfra suite against the inventory.  Prints how long each phase took.  The hosts
+the testinfra suite against the inventory.  Then the venue: the forward proxy stops (no way
+out at all), site.yml runs again with lab_mode=offline, from the lab's own mirrors only, and
+the suite runs once more.  Prints how long each phase took.  The hosts
 are always torn down (also on failure and Ctrl-C) unless --keep is given.
 """
 
@@ -36,9 +38,15 @@ def ansible_env(secrets: Path) -> dict[str, str]:
     return env
 
 
+# The lab FFmpeg built by the media suite (or an earlier run): installed, not rebuilt, on the
+# fresh hosts. An empty cache makes the role build it on the host (slow, but the same path).
+FFMPEG_CACHE = Path(os.environ.get("DEMOLAB_FFMPEG_CACHE", "/var/cache/demolab/ffmpeg"))
+FFMPEG_ARTIFACTS = ["-e", f"ffmpeg_artifact_source_dir={FFMPEG_CACHE}"]
+
+
 def playbook(inventory: Path, secrets: Path, *extra: str, log: Path) -> tuple[int, str]:
     cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(REPO / "playbooks/site.yml"),
-           "-e", f"lab_secrets_dir={secrets}", *extra]
+           "-e", f"lab_secrets_dir={secrets}", *FFMPEG_ARTIFACTS, *extra]
     print("$ " + " ".join(cmd), flush=True)
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -71,16 +79,25 @@ def changed_tasks(output: str) -> list[str]:
     return tasks
 
 
+def run_verify(inventory: Path, secrets: Path) -> int:
+    return subprocess.run(
+        [str(VENV_BIN / "pytest"), "-q", str(REPO / "tests" / "infra"),
+         "--hosts=ansible://lab", f"--ansible-inventory={inventory}", "-p", "no:cacheprovider"],
+        env=ansible_env(secrets), cwd=REPO).returncode
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hosts", nargs="+", default=["lab1"])
     ap.add_argument("--first-index", type=int, default=11,
                     help="address of the first host: 10.77.0.N (pick another range beside a running suite)")
+    ap.add_argument("--no-offline", action="store_true",
+                    help="skip the venue phase (forward proxy stopped, lab_mode=offline, verify again)")
     ap.add_argument("--keep", action="store_true", help="leave the hosts running (debugging)")
     ap.add_argument("--workdir", default=str(REPO / ".run" / "lifecycle"))
     a = ap.parse_args()
 
-    work = Path(a.workdir)
+    work = Path(a.workdir).resolve()  # ansible resolves relative paths against the playbook
     work.mkdir(parents=True, exist_ok=True)
     secrets = work / "secrets"
     inventory = work / "inventory.ini"
@@ -122,14 +139,27 @@ def main() -> int:
             failures.append(f"check mode: rc={rc} changed={changed}")
 
         t = time.monotonic()
-        verify = subprocess.run(
-            [str(VENV_BIN / "pytest"), "-q", str(REPO / "tests" / "infra"),
-             "--hosts=ansible://lab", f"--ansible-inventory={inventory}",
-             "-p", "no:cacheprovider"],
-            env=ansible_env(secrets), cwd=REPO)
+        rc = run_verify(inventory, secrets)
         timings.append(("verify", time.monotonic() - t))
-        if verify.returncode != 0:
-            failures.append(f"verify: testinfra rc={verify.returncode}")
+        if rc != 0:
+            failures.append(f"verify: testinfra rc={rc}")
+
+        if not a.no_offline and not failures:
+            # The venue: the forward proxy is gone, so the hosts have no way out at all. The
+            # same playbook in offline mode must converge from the lab's own mirrors.
+            lab.proxy.stop()
+            t = time.monotonic()
+            rc, out = playbook(inventory, secrets, "-e", "lab_mode=offline", log=work / "offline.log")
+            timings.append(("offline run", time.monotonic() - t))
+            if rc != 0:
+                print(out[-6000:])
+                failures.append(f"offline run: rc={rc}; full log: {work / 'offline.log'}")
+            else:
+                t = time.monotonic()
+                rc = run_verify(inventory, secrets)
+                timings.append(("offline verify", time.monotonic() - t))
+                if rc != 0:
+                    failures.append(f"offline verify: testinfra rc={rc}")
     finally:
         if a.keep:
             print(f"--keep: hosts left running; inventory {inventory}")
@@ -143,7 +173,7 @@ def main() -> int:
     if failures:
         print("\nFAILED: " + "; ".join(failures))
         return 1
-    print("\nlifecycle: converge, idempotence (changed=0), check mode and verify all passed")
+    print("\nlifecycle: converge, idempotence (changed=0), check mode, verify, offline run and verify all passed")
     return 0
 
 

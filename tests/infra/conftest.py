@@ -83,8 +83,10 @@ def lab_service(host):
 
 
 HTTP_GET = r"""
-import sys, urllib.error, urllib.request
+import os, sys, urllib.error, urllib.request
 url, proxy = sys.argv[1], sys.argv[2]
+for var in [v for v in os.environ if v.lower().endswith("_proxy")]:
+    del os.environ[var]  # urllib honours no_proxy even for an explicit proxy: only ours counts
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy} if proxy else {}))
 try:
     resp = opener.open(url, timeout=20)

@@ -1,15 +1,52 @@
-"""The caching proxy on a lab host: loopback only, lab CA trusted, records what passes through."""
+"""The caching proxy on a lab host: loopback only, lab CA trusted, records while online,
+replays while offline (504 on a miss, no upstream attempt).
+
+The lifecycle runs this suite twice on the same host: online, then offline at the "venue".
+"""
 
 from __future__ import annotations
 
+import json
 import secrets
+import shlex
+import time
 
+import pytest
 from conftest import http_get
 
 SERVICE = "demolab-http-cache"
 PORT = 8899
+PROXY = f"http://127.0.0.1:{PORT}"
 CA_TRUSTED = "/usr/local/share/ca-certificates/demolab-lab-ca.crt"
 ORIGIN_PORT = 18931
+STORE = "/var/lib/demolab/mirror/http_cache"
+# Recorded by the online run, replayed by the offline one.
+REHEARSAL_PATH = "/rehearsal.txt"
+REHEARSAL_BODY = "demolab rehearsal page: recorded at home, replayed at the venue\n"
+
+
+def lab_mode(host) -> str:
+    return json.loads(host.file("/etc/demolab/lab.json").content_string)["mode"]
+
+
+@pytest.fixture
+def origin(host):
+    """A loopback origin on the host serving /tmp/demolab-origin."""
+    root = "/tmp/demolab-origin"
+    host.run_test(f"mkdir -p {root} && printf %s {shlex.quote(REHEARSAL_BODY)} > {root}{REHEARSAL_PATH}")
+    host.run_test(
+        # every fd of the background job is /dev/null, or the remote shell never returns
+        f"{{ cd {root} && exec setsid timeout 300 python3 -m http.server {ORIGIN_PORT} --bind 127.0.0.1; }} "
+        ">/dev/null 2>&1 < /dev/null & for i in $(seq 50); do "
+        f"(exec 3<>/dev/tcp/127.0.0.1/{ORIGIN_PORT}) 2>/dev/null && exit 0; sleep 0.1; done; exit 1"
+    )
+    yield root
+    # the [.] keeps pkill from matching the remote shell running this very command
+    host.run(f"pkill -f 'http[.]server {ORIGIN_PORT}'; rm -rf {root}")
+
+
+def entries(host) -> int:
+    return int(host.run_test(f"find {STORE} -type f | wc -l").stdout)
 
 
 def test_service_runs(host, lab_service):
@@ -30,24 +67,40 @@ def test_lab_ca_is_trusted_and_its_keys_are_private(host):
         assert f.exists and f.mode == 0o600, key
 
 
-def test_records_a_response_byte_identical(host):
-    """A loopback origin on the host, fetched through the proxy (record mode): the body comes
-    back unchanged and the store gains an entry."""
+def test_online_records_byte_identical(host, origin):
+    if lab_mode(host) != "online":
+        pytest.skip("records only while online")
     token = secrets.token_hex(16)
-    root = "/tmp/demolab-origin"
-    host.run_test(f"mkdir -p {root} && printf %s {token} > {root}/{token}.txt")
-    host.run_test(
-        # every fd of the background job is /dev/null, or the remote shell never returns
-        f"{{ cd {root} && exec setsid timeout 300 python3 -m http.server {ORIGIN_PORT} --bind 127.0.0.1; }} "
-        ">/dev/null 2>&1 < /dev/null & for i in $(seq 50); do "
-        f"(exec 3<>/dev/tcp/127.0.0.1/{ORIGIN_PORT}) 2>/dev/null && exit 0; sleep 0.1; done; exit 1"
-    )
-    try:
-        before = int(host.run_test("find /var/lib/demolab/mirror/http_cache -type f | wc -l").stdout)
-        code, body = http_get(host, f"http://127.0.0.1:{ORIGIN_PORT}/{token}.txt", f"http://127.0.0.1:{PORT}")
-        assert (code, body) == (200, token)
-        after = int(host.run_test("find /var/lib/demolab/mirror/http_cache -type f | wc -l").stdout)
-        assert after > before, "the proxy served the page but stored nothing"
-    finally:
-        # the [.] keeps pkill from matching the remote shell running this very command
-        host.run(f"pkill -f 'http[.]server {ORIGIN_PORT}'; rm -rf {root}")
+    host.run_test(f"printf %s {token} > {origin}/{token}.txt")
+    before = entries(host)
+    code, body = http_get(host, f"http://127.0.0.1:{ORIGIN_PORT}/{token}.txt", PROXY)
+    assert (code, body) == (200, token)
+    # the proxy commits an entry once the upstream response is complete: possibly just after
+    # the client has its copy
+    deadline = time.monotonic() + 10
+    while entries(host) <= before and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert entries(host) > before, "the proxy served the page but stored nothing"
+    # the page the offline run replays
+    code, body = http_get(host, f"http://127.0.0.1:{ORIGIN_PORT}{REHEARSAL_PATH}", PROXY)
+    assert (code, body) == (200, REHEARSAL_BODY)
+
+
+def test_offline_replays_what_was_recorded(host):
+    if lab_mode(host) != "offline":
+        pytest.skip("replay is checked at the venue")
+    assert not host.socket(f"tcp://127.0.0.1:{ORIGIN_PORT}").is_listening, "the origin must be gone"
+    code, body = http_get(host, f"http://127.0.0.1:{ORIGIN_PORT}{REHEARSAL_PATH}", PROXY)
+    assert (code, body) == (200, REHEARSAL_BODY)
+
+
+def test_offline_miss_is_a_fast_504_and_stores_nothing(host):
+    if lab_mode(host) != "offline":
+        pytest.skip("misses are 504 only at the venue")
+    before = entries(host)
+    t = time.monotonic()
+    code, _ = http_get(host, f"http://127.0.0.1:{ORIGIN_PORT}/never-{secrets.token_hex(8)}", PROXY)
+    elapsed = time.monotonic() - t
+    assert code == 504
+    assert elapsed < 5, f"a miss took {elapsed:.1f} s (ssh round trip included)"
+    assert entries(host) == before

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-EXPECTED = {"demolab-devpi", "demolab-redis", "demolab-mongodb", "demolab-app", "demolab-http-cache"}
+EXPECTED = {"demolab-apt-mirror", "demolab-devpi", "demolab-redis", "demolab-mongodb", "demolab-app",
+            "demolab-http-cache"}
 
 
 def report(host) -> tuple[int, dict]:

@@ -52,6 +52,21 @@ def wait_for(path: Path, timeout=5.0) -> bool:
     return False
 
 
+def type_into_chooser(env, letters: str, missing: str) -> None:
+    """Wait for the dmenu window to map, then type like the presenter would, and Enter."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = run(["xdotool", "search", "--onlyvisible", "--class", "dmenu"], env=env, timeout=10, check=False)
+        if found.returncode == 0 and found.stdout.strip():
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(missing)
+    time.sleep(0.3)
+    run(["xdotool", "type", "--delay", "40", letters], env=env, timeout=10)
+    run(["xdotool", "key", "Return"], env=env, timeout=10)
+
+
 def snippet(args, env, timeout=30, check=True):
     return run([LAB_SNIPPET, *args], env=env, timeout=timeout, check=check)
 
@@ -80,18 +95,7 @@ def test_chooser_type_letters_and_enter(snippet_env):
     proc = subprocess.Popen([str(LAB_SNIPPET), "choose"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
-        # wait for the dmenu window to map, then type like the presenter would
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            found = run(["xdotool", "search", "--onlyvisible", "--class", "dmenu"], env=env, timeout=10, check=False)
-            if found.returncode == 0 and found.stdout.strip():
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("the chooser window never appeared")
-        time.sleep(0.3)
-        run(["xdotool", "type", "--delay", "40", "mongo"], env=env, timeout=10)
-        run(["xdotool", "key", "Return"], env=env, timeout=10)
+        type_into_chooser(env, "mongo", "the chooser window never appeared")
         out, err = proc.communicate(timeout=15)
     finally:
         if proc.poll() is None:
@@ -164,17 +168,7 @@ def test_hotkey_via_xbindkeys_opens_chooser(snippet_env, tmp_path):
     try:
         time.sleep(1.0)
         run(["xdotool", "key", "super+space"], env=env, timeout=10)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            found = run(["xdotool", "search", "--onlyvisible", "--class", "dmenu"], env=env, timeout=10, check=False)
-            if found.returncode == 0 and found.stdout.strip():
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("the hotkey did not open the chooser")
-        time.sleep(0.3)
-        run(["xdotool", "type", "--delay", "40", "redis"], env=env, timeout=10)
-        run(["xdotool", "key", "Return"], env=env, timeout=10)
+        type_into_chooser(env, "redis", "the hotkey did not open the chooser")
         end = time.monotonic() + 10
         while time.monotonic() < end:
             got = run(["xclip", "-selection", "clipboard", "-o"], env=env, timeout=10, check=False).stdout
