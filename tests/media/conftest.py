@@ -82,6 +82,16 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(5)
 
 
+def _wait_for_socket(proc: subprocess.Popen, sock: Path, what: str, timeout: float = 10) -> None:
+    """Wait until a server we started creates its socket; stop it and fail otherwise."""
+    deadline = time.monotonic() + timeout
+    while not sock.exists():
+        if time.monotonic() > deadline:
+            _stop(proc)
+            pytest.fail(f"{what} did not start ({sock} missing after {timeout:.0f} s)")
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="session")
 def xvfb():
     """A real Xvfb 1024x768x24 with something on screen (xeyes-free: a busy xterm-less root)."""
@@ -90,14 +100,7 @@ def xvfb():
     num = _free_display()
     proc = subprocess.Popen(["Xvfb", f":{num}", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    sock = Path(f"/tmp/.X11-unix/X{num}")
-    for _ in range(100):
-        if sock.exists():
-            break
-        time.sleep(0.1)
-    else:
-        _stop(proc)
-        pytest.fail("Xvfb did not start")
+    _wait_for_socket(proc, Path(f"/tmp/.X11-unix/X{num}"), "Xvfb")
     yield f":{num}"
     _stop(proc)
 
@@ -113,14 +116,7 @@ def pulse(tmp_path_factory):
     proc = subprocess.Popen(["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit",
                              "--load=module-native-protocol-unix", "--load=module-null-sink sink_name=demo"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    sock = runtime / "pulse/native"
-    for _ in range(100):
-        if sock.exists():
-            break
-        time.sleep(0.1)
-    else:
-        _stop(proc)
-        pytest.fail("pulseaudio did not start")
+    _wait_for_socket(proc, runtime / "pulse/native", "pulseaudio")
     yield {"XDG_RUNTIME_DIR": str(runtime), "source": "demo.monitor", "sink": "demo", "env": env}
     _stop(proc)
 
