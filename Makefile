@@ -41,7 +41,8 @@ deps: $(VENV)/.stamp-apt
 $(VENV)/.stamp-pip: requirements-dev.txt $(wildcard tests/requirements/*.txt) | $(VENV)/.stamp-apt
 	@echo "==> Python toolchain in $(VENV)"
 	@[ -x $(BIN)/pip ] || $(PY) -m venv $(VENV)
-	@$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt \
+	@eval "$$($(BIN)/python mirror/upstream_pip.py --conf $(VENV)/pip-upstream.conf)"; \
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt \
 	  $$(for f in tests/requirements/*.txt; do [ -f "$$f" ] && echo "-r $$f"; done)
 	@touch $@
 

@@ -9,7 +9,8 @@ directory, so the dependency set is resolved for that target, then writes one li
     mirror/lock.py mirror/requirements.in -o mirror/requirements.lock \
         --target 3.11:manylinux_2_28_x86_64,manylinux_2_17_x86_64,manylinux2014_x86_64
 
-pip's index comes from the machine's pip configuration (nothing is hard-coded here).
+pip's index comes from the machine's pip configuration (nothing is hard-coded here); after
+`make lab` that names the lab's own index, so run it under mirror/upstream_pip.py's export.
 Pure-Python wheels are shared by every target; only binary wheels add hashes per target.
 """
 

@@ -17,6 +17,9 @@ repo="$(cd "$here/../.." && pwd)"
 make -C "$repo" --no-print-directory deps venv
 venv="$repo/.venv"
 
+# Downloads below reach the upstream index, never the lab's own (mirror/upstream_pip.py).
+eval "$(python3 "$repo/mirror/upstream_pip.py" --conf "$venv/pip-upstream.conf")"
+
 # devpi-server/devpi-client exactly as the role installs them (same lock, hashes enforced).
 # Their wheels are kept too: the role test installs the role's venv from a loopback index.
 lock="$repo/roles/devpi/files/requirements.lock"
