@@ -20,7 +20,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CONTROLLER_PKGS := python3-venv python3-pip openssh-client iproute2 debootstrap \
 	systemd-container zstd apt-cacher-ng sudo
 
-.PHONY: help deps venv wheel lab offline online ready verify lint unit quick test test-hosts test-local \
+.PHONY: help deps venv wheel lab bundle offline online rehearse ready verify lint unit quick test test-hosts test-local \
 	test-http-cache test-devpi test-media test-apt-mirror test-demo-app clean
 
 help:
@@ -59,8 +59,18 @@ demo-app/dist/.stamp: $(DEMO_APP_SRC) | $(VENV)/.stamp-apt
 
 wheel: demo-app/dist/.stamp
 
-lab: venv wheel
-	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/site.yml $(if $(LAB_MODE),-e lab_mode=$(LAB_MODE)) $(PLAYBOOK_ARGS)
+# BUNDLE=dir: a machine with no internet, provisioned from `make bundle` (the bundle carries
+# the demo app's wheel, so nothing is built here).
+BUNDLE ?=
+lab: venv $(if $(BUNDLE),,wheel)
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/site.yml $(if $(LAB_MODE),-e lab_mode=$(LAB_MODE)) \
+	  $(if $(BUNDLE),-e lab_bundle_dir=$(abspath $(BUNDLE))) $(PLAYBOOK_ARGS)
+
+# Export the lab's store (Debian and Python mirrors, FFmpeg artifact, recorded pages, lab CA,
+# the demo app's wheel) to DEST, for a machine with no internet: make lab BUNDLE=DEST there.
+bundle: venv wheel
+	@[ -n "$(DEST)" ] || { echo "make bundle DEST=/path/to/dir (a directory on this machine)"; exit 2; }
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/bundle.yml -e bundle_dest=$(abspath $(DEST)) $(PLAYBOOK_ARGS)
 
 # One switch: apt (the lab's Debian mirror only), pip (devpi --offline-mode), the HTTP(S)
 # cache (replay only) and the shell proxy settings flip together; the readiness report ends it.
@@ -68,6 +78,12 @@ offline online: venv wheel
 	@echo "==> switching the lab to $@ mode"
 	@$(MAKE) --no-print-directory lab LAB_MODE=$@
 	@echo $@ > .lab-mode
+
+# The airplane rehearsal: the lab goes offline, the talk's steps run against its caches, and
+# every miss is listed (record those at home: make online).
+rehearse: venv
+	@[ "$$(cat .lab-mode 2>/dev/null)" = offline ] || $(MAKE) --no-print-directory offline
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/rehearse.yml $(PLAYBOOK_ARGS)
 
 ready: venv
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/ready.yml

@@ -1,21 +1,28 @@
 """converge -> idempotence -> check mode -> verify -> the venue, on brand-new systemd hosts.
 
-    python3 tests/lifecycle.py [--hosts lab1] [--first-index 11] [--no-offline] [--keep]
+    python3 tests/lifecycle.py [--hosts lab1] [--first-index 11] [--no-offline] [--no-bundle] [--keep]
 
 Boots fresh Debian 12 hosts (systemd as PID 1, no default route; their only way out is
 the harness's forward proxy), runs playbooks/site.yml on them, runs it again and fails
 unless it reports changed=0, runs it once more in check mode (changed=0 too), then runs
 the testinfra suite against the inventory.  Then the venue: the forward proxy stops (no way
 out at all), site.yml runs again with lab_mode=offline, from the lab's own mirrors only, and
-the suite runs once more.  Prints how long each phase took.  The hosts
-are always torn down (also on failure and Ctrl-C) unless --keep is given.
+the suite runs once more.  The airplane rehearsal (playbooks/rehearse.yml) runs there: clean
+with what was recorded, then with one unmirrored pip package, Debian package and URL, which
+its miss report must name exactly.  Last, `make bundle` exports that host's store and a
+second brand-new host, with no way out at all, is provisioned only from the bundle:
+converge, idempotence, verify, and the provisioning-time ratio against the first host's
+online converge.  Prints how long each phase took.  The hosts are always torn down (also on
+failure and Ctrl-C) unless --keep is given.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -45,8 +52,12 @@ FFMPEG_ARTIFACTS = ["-e", f"ffmpeg_artifact_source_dir={FFMPEG_CACHE}"]
 
 
 def playbook(inventory: Path, secrets: Path, *extra: str, log: Path) -> tuple[int, str]:
-    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(REPO / "playbooks/site.yml"),
-           "-e", f"lab_secrets_dir={secrets}", *FFMPEG_ARTIFACTS, *extra]
+    return run_playbook("site.yml", inventory, secrets, *FFMPEG_ARTIFACTS, *extra, log=log)
+
+
+def run_playbook(name: str, inventory: Path, secrets: Path, *extra: str, log: Path) -> tuple[int, str]:
+    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(REPO / "playbooks" / name),
+           "-e", f"lab_secrets_dir={secrets}", *extra]
     print("$ " + " ".join(cmd), flush=True)
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -86,6 +97,95 @@ def run_verify(inventory: Path, secrets: Path) -> int:
         env=ansible_env(secrets), cwd=REPO).returncode
 
 
+# The page and the 20 MiB download the infra suite recorded while online
+# (tests/infra/test_http_cache.py).
+RECORDED = ["http://127.0.0.1:18931/rehearsal.txt", "http://127.0.0.1:18931/rehearsal-large.bin"]
+
+
+def rehearse_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: Path,
+                   timings: list[tuple[str, float]]) -> list[str]:
+    """make rehearse on the offline host: clean with what was recorded; then with one thing
+    the mirrors lack of each kind, the miss report names exactly those three."""
+    host = lab.hosts[0]
+    t = time.monotonic()
+    rc, out = run_playbook("rehearse.yml", inventory, secrets, "-e",
+                           json.dumps({"rehearse_urls": RECORDED}), log=work / "rehearse.log")
+    timings.append(("rehearse", time.monotonic() - t))
+    if rc != 0:
+        print(out[-4000:])
+        return [f"rehearsal with everything recorded: rc={rc}; log {work / 'rehearse.log'}"]
+    missing = {"pip": "demolab-no-such-package==1.0", "apt": "demolab-no-such-package",
+               "url": f"http://127.0.0.1:18931/never-recorded-{os.getpid()}.txt"}
+    t = time.monotonic()
+    rc, out = run_playbook("rehearse.yml", inventory, secrets, "-e", json.dumps(
+        {"rehearse_urls": [*RECORDED, missing["url"]], "rehearse_pip": [missing["pip"]],
+         "rehearse_apt": [missing["apt"]]}), log=work / "rehearse-misses.log")
+    timings.append(("rehearse miss", time.monotonic() - t))
+    report = json.loads(host.sh("cat /var/lib/demolab/rehearsal.json").stdout)
+    got = sorted((m["kind"], m["what"]) for m in report["misses"])
+    for step in report["steps"]:
+        mark = "PASS" if step["ok"] else "FAIL"
+        print(f"  rehearsal {mark} {step['step']:<6} {step['detail']} ({step['seconds']} s)")
+    print(f"rehearsal miss report: {got}")
+    if rc == 0 or got != sorted(missing.items()):
+        return [f"rehearsal with three misses: rc={rc}, report {got}; log {work / 'rehearse-misses.log'}"]
+    steps = {s["step"]: s["ok"] for s in report["steps"]}
+    if not steps.get("demo"):
+        return [f"rehearsal: the demo step failed: {report['steps']}"]
+    return []
+
+
+def bundle_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: Path,
+                 timings: list[tuple[str, float]]) -> list[str]:
+    """A second, brand-new host with no way out at all, provisioned only from a bundle of the
+    first host's store (make bundle): converge, idempotence, verify; and the provisioning-time
+    ratio against the first host's online converge (goal <= 0.5x)."""
+    bundle = work / "bundle"
+    shutil.rmtree(bundle, ignore_errors=True)
+    t = time.monotonic()
+    rc, out = run_playbook("bundle.yml", inventory, secrets, "-e", f"bundle_dest={bundle}",
+                           log=work / "bundle.log")
+    timings.append(("make bundle", time.monotonic() - t))
+    if rc != 0:
+        print(out[-6000:])
+        return [f"make bundle: rc={rc}; full log: {work / 'bundle.log'}"]
+    size = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file())
+    print(f"bundle: {size / 2**20:.0f} MiB in {bundle}")
+
+    t = time.monotonic()
+    host = lab.add("labb")
+    inv_b = lab.inventory(work / "inventory-bundle.ini", hosts=[host])
+    timings.append(("boot host B", time.monotonic() - t))
+    # Nothing from this controller's caches: the FFmpeg artifact must come from the bundle.
+    extra = ("-e", "lab_mode=offline", "-e", f"lab_bundle_dir={bundle}", "-e", "ffmpeg_artifact_source_dir=")
+    t = time.monotonic()
+    rc, out = playbook(inv_b, secrets, *extra, log=work / "bundle-converge.log")
+    timings.append(("B converge", time.monotonic() - t))
+    if rc != 0:
+        print(out[-6000:])
+        return [f"host B from the bundle: rc={rc}; full log: {work / 'bundle-converge.log'}"]
+    failures = []
+    t = time.monotonic()
+    rc, out = playbook(inv_b, secrets, *extra, log=work / "bundle-idempotence.log")
+    timings.append(("B idempotence", time.monotonic() - t))
+    changed = {h: r["changed"] for h, r in recap(out).items()}
+    print(f"host B idempotence recap: {changed}")
+    if rc != 0 or any(changed.values()) or not changed:
+        for task in changed_tasks(out):
+            print("  changed on the second run: " + task)
+        failures.append(f"host B idempotence: rc={rc} changed={changed}")
+    t = time.monotonic()
+    rc = run_verify(inv_b, secrets)
+    timings.append(("B verify", time.monotonic() - t))
+    if rc != 0:
+        failures.append(f"host B verify: testinfra rc={rc}")
+    online = dict(timings)["converge"]
+    offline = dict(timings)["B converge"]
+    print(f"\nbench: fresh host provisioned offline from a bundle {offline:.0f} s vs online "
+          f"{online:.0f} s = {offline / online:.2f}x (goal <= 0.5x)")
+    return failures
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hosts", nargs="+", default=["lab1"])
@@ -93,6 +193,8 @@ def main() -> int:
                     help="address of the first host: 10.77.0.N (pick another range beside a running suite)")
     ap.add_argument("--no-offline", action="store_true",
                     help="skip the venue phase (forward proxy stopped, lab_mode=offline, verify again)")
+    ap.add_argument("--no-bundle", action="store_true",
+                    help="skip the second host provisioned from a bundle of the first (zero internet)")
     ap.add_argument("--keep", action="store_true", help="leave the hosts running (debugging)")
     ap.add_argument("--workdir", default=str(REPO / ".run" / "lifecycle"))
     a = ap.parse_args()
@@ -160,20 +262,19 @@ def main() -> int:
                 timings.append(("offline verify", time.monotonic() - t))
                 if rc != 0:
                     failures.append(f"offline verify: testinfra rc={rc}")
+
+        if not a.no_offline and not failures:
+            failures += rehearse_phase(lab, work, inventory, secrets, timings)
+
+        if not a.no_offline and not a.no_bundle and not failures:
+            failures += bundle_phase(lab, work, inventory, secrets, timings)
     finally:
-        if a.keep:
-            print(f"--keep: hosts left running; inventory {inventory}")
-        else:
-            t = time.monotonic()
-            lab.close()
-            timings.append(("teardown", time.monotonic() - t))
-        print("\nphase timings:")
-        for name, secs in timings:
-            print(f"  {name:<12} {secs:7.1f} s")
+        lab.finish(a.keep, inventory, timings)
     if failures:
         print("\nFAILED: " + "; ".join(failures))
         return 1
-    print("\nlifecycle: converge, idempotence (changed=0), check mode, verify, offline run and verify all passed")
+    print("\nlifecycle: converge, idempotence (changed=0), check mode, verify, the venue, the rehearsal "
+          "and the host from a bundle all passed")
     return 0
 
 

@@ -40,7 +40,7 @@ VENV_BIN = REPO / ".venv" / "bin"
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 PORT = 3180
 # The URLs of apt's sources as apt itself sees them.
-SOURCES = "apt-cache policy | grep -oE 'https?://[^ ]+' | sort -u"
+SOURCES = "apt-cache policy | grep -oE '(https?://|file:/)[^ ]+' | sort -u"
 
 
 class Checks:
@@ -194,9 +194,10 @@ def main() -> int:
         c.timings.append(("A converge offline", secs))
         r = A.sh(SOURCES + " && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall redis-server",
                  check=False)
-        sites = {s for s in r.stdout.split() if s.startswith("http")}
+        # It reads its own store as files (apt works before the mirror's service runs).
+        sites = {s for s in r.stdout.split() if s.startswith(("http", "file:"))}
         c.check("A: offline, its own mirror is its only source and it reinstalls from it",
-                rc == 0 and r.returncode == 0 and sites == {f"http://{A.ip}:{PORT}"},
+                rc == 0 and r.returncode == 0 and sites == {"file:/var/lib/demolab/mirror/apt"},
                 f"rc={rc} sites={sites} {r.stderr[-400:]}\n      {tail(out, 15)}")
 
         # --- back online: the switch is undone ----------------------------------------------
@@ -209,16 +210,7 @@ def main() -> int:
                 rc == 0 and r.returncode == 0 and f"http://{A.ip}:{PORT}" not in sites and sites,
                 f"rc={rc} sites={sites}\n      {tail(out, 15)}")
     finally:
-        if a.keep:
-            print(f"--keep: hosts left running; inventory {inventory}")
-        else:
-            t = time.monotonic()
-            lab.close()
-            c.timings.append(("teardown", time.monotonic() - t))
-        print("\ntimings:")
-        for name, secs in c.timings:
-            print(f"  {name:<28} {secs:7.1f} s")
-        print(f"  {'total':<28} {time.monotonic() - t0:7.1f} s")
+        lab.finish(a.keep, inventory, c.timings, started=t0)
     failed = [n for n, ok, _ in c.results if not ok]
     print(f"\n{len(c.results) - len(failed)}/{len(c.results)} checks passed")
     if failed:

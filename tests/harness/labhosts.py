@@ -371,12 +371,36 @@ class LabHosts:
         for sig, handler in self._old_handlers.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
 
-    def inventory(self, path: Path, groups: tuple[str, ...] = ("lab", "presenter")) -> Path:
+    def finish(self, keep: bool, inventory: Path, timings: list[tuple[str, float]],
+               started: float | None = None) -> None:
+        """End of a suite: tear down (or say where the kept hosts are), then print the timings."""
+        if keep:
+            print(f"--keep: hosts left running; inventory {inventory}")
+        else:
+            t = time.monotonic()
+            self.close()
+            timings.append(("teardown", time.monotonic() - t))
+        width = max([len(name) for name, _ in timings] + [5])
+        print("\ntimings:")
+        for name, secs in timings:
+            print(f"  {name:<{width}} {secs:7.1f} s")
+        if started is not None:
+            print(f"  {'total':<{width}} {time.monotonic() - started:7.1f} s")
+
+    def add(self, name: str) -> Host:
+        """Boot one more host now (torn down with the others)."""
+        host = Host(name, max(h.index for h in self.hosts) + 1)
+        self.hosts.append(host)
+        host.up()
+        return host
+
+    def inventory(self, path: Path, groups: tuple[str, ...] = ("lab", "presenter"),
+                  hosts: list[Host] | None = None) -> Path:
         key = ssh_key()
         lines = []
         for g in groups:
             lines.append(f"[{g}]")
-            lines += [f"{h.name} ansible_host={h.ip}" for h in self.hosts]
+            lines += [f"{h.name} ansible_host={h.ip}" for h in (hosts or self.hosts)]
             lines.append("")
         lines += [
             "[all:vars]",

@@ -6,6 +6,7 @@ against an address where nothing listens; nothing is changed on the machine.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -69,3 +70,43 @@ def test_secret_is_generated_private_and_stable(tmp_path):
         assert (path.stat().st_mode & 0o777) == 0o600
         assert value not in out.stdout + out.stderr  # never printed
     assert len(value.split()[0]) == 32
+
+
+def test_a_directory_that_is_not_a_bundle_is_refused(tmp_path):
+    empty = tmp_path / "not-a-bundle"
+    empty.mkdir()
+    out = playbook("--check", "-e", f"lab_bundle_dir={empty}", "-e", f"lab_store_dir={tmp_path}/store",
+                   "-e", f"lab_secrets_dir={tmp_path}/secrets", tmp=tmp_path)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert f"{empty} is not a demolab bundle (no MANIFEST.json)" in text
+    assert "make bundle DEST=" in text
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_corrupt_bundle_part_is_named_and_nothing_is_unpacked(tmp_path):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "apt.tar").write_bytes(b"not the tar the manifest describes")
+    (bundle / "MANIFEST.json").write_text(json.dumps({"format": 1, "parts": [
+        {"name": "apt", "file": "apt.tar", "size": 34, "sha256": "0" * 64},
+        {"name": "pypi", "file": "pypi.tar", "size": 1, "sha256": "1" * 64}]}))
+    out = playbook("-e", f"lab_bundle_dir={bundle}", "-e", f"lab_store_dir={tmp_path}/store",
+                   "-e", f"lab_secrets_dir={tmp_path}/secrets", tmp=tmp_path)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert "Bundle part apt" in text and "is corrupt (sha256" in text
+    assert "Bundle part pypi" in text and "is missing" in text
+    assert "nothing was unpacked" in text
+    assert not (tmp_path / "store").exists()
+
+
+def test_exporting_a_store_that_is_not_filled_says_what_to_run(tmp_path):
+    dest = tmp_path / "bundle"
+    out = playbook("-e", f"bundle_dest={dest}", "-e", f"lab_store_dir={tmp_path}/empty-store",
+                   tmp=tmp_path, playbook_path="playbooks/bundle.yml")
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert "has no apt, pypi, devpi-venv, ffmpeg, http_cache" in text
+    assert "run `make lab` there while" in text
+    assert not (dest / "MANIFEST.json").exists() and not list(dest.glob("*.tar"))
