@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -32,9 +31,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "harness"))
 
 import labhosts  # noqa: E402
+from recap import changed_counts, changed_tasks  # noqa: E402
 
 VENV_BIN = REPO / ".venv" / "bin"
-RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
 def ansible_env(secrets: Path) -> dict[str, str]:
@@ -75,19 +74,19 @@ def run_playbook(name: str, inventory: Path, secrets: Path, *extra: str, log: Pa
     return rc, "".join(text)
 
 
-def recap(output: str) -> dict[str, dict[str, int]]:
-    return {m[0]: {"ok": int(m[1]), "changed": int(m[2]), "unreachable": int(m[3]), "failed": int(m[4])}
-            for m in RECAP.findall(output)}
-
-
-def changed_tasks(output: str) -> list[str]:
-    tasks, current = [], ""
-    for line in output.splitlines():
-        if line.startswith(("TASK [", "RUNNING HANDLER [")):
-            current = line
-        elif line.startswith("changed:"):
-            tasks.append(f"{current} -> {line[:140]}")
-    return tasks
+def no_changes(what: str, inventory: Path, secrets: Path, *extra: str, log: Path,
+               timings: list[tuple[str, float]]) -> list[str]:
+    """Run site.yml once more (again, or in check mode): a failure unless it reports changed=0."""
+    t = time.monotonic()
+    rc, out = playbook(inventory, secrets, *extra, log=log)
+    timings.append((what, time.monotonic() - t))
+    changed = changed_counts(out)
+    print(f"{what} recap: {changed}")
+    if rc == 0 and changed and not any(changed.values()):
+        return []
+    for task in changed_tasks(out):
+        print(f"  {what} changed: {task}")
+    return [f"{what}: rc={rc} changed={changed}"]
 
 
 def run_verify(inventory: Path, secrets: Path) -> int:
@@ -164,16 +163,8 @@ def bundle_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: P
     if rc != 0:
         print(out[-6000:])
         return [f"host B from the bundle: rc={rc}; full log: {work / 'bundle-converge.log'}"]
-    failures = []
-    t = time.monotonic()
-    rc, out = playbook(inv_b, secrets, *extra, log=work / "bundle-idempotence.log")
-    timings.append(("B idempotence", time.monotonic() - t))
-    changed = {h: r["changed"] for h, r in recap(out).items()}
-    print(f"host B idempotence recap: {changed}")
-    if rc != 0 or any(changed.values()) or not changed:
-        for task in changed_tasks(out):
-            print("  changed on the second run: " + task)
-        failures.append(f"host B idempotence: rc={rc} changed={changed}")
+    failures = no_changes("B idempotence", inv_b, secrets, *extra, log=work / "bundle-idempotence.log",
+                          timings=timings)
     t = time.monotonic()
     rc = run_verify(inv_b, secrets)
     timings.append(("B verify", time.monotonic() - t))
@@ -220,25 +211,10 @@ def main() -> int:
             print(out[-6000:])
             raise SystemExit(f"converge failed (rc={rc}); full log: {work / 'converge.log'}")
 
-        t = time.monotonic()
-        rc, out = playbook(inventory, secrets, log=work / "idempotence.log")
-        timings.append(("idempotence", time.monotonic() - t))
-        changed = {h: r["changed"] for h, r in recap(out).items()}
-        print(f"idempotence recap: {changed}")
-        if rc != 0 or any(changed.values()) or not changed:
-            for task in changed_tasks(out):
-                print("  changed on the second run: " + task)
-            failures.append(f"idempotence: second run rc={rc} changed={changed}")
-
-        t = time.monotonic()
-        rc, out = playbook(inventory, secrets, "--check", "--diff", log=work / "check.log")
-        timings.append(("check mode", time.monotonic() - t))
-        changed = {h: r["changed"] for h, r in recap(out).items()}
-        print(f"check-mode recap: {changed}")
-        if rc != 0 or any(changed.values()):
-            for task in changed_tasks(out):
-                print("  check mode would change: " + task)
-            failures.append(f"check mode: rc={rc} changed={changed}")
+        failures += no_changes("idempotence", inventory, secrets, log=work / "idempotence.log",
+                               timings=timings)
+        failures += no_changes("check mode", inventory, secrets, "--check", "--diff",
+                               log=work / "check.log", timings=timings)
 
         t = time.monotonic()
         rc = run_verify(inventory, secrets)

@@ -35,9 +35,9 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO / "tests" / "harness"))
 
 import labhosts  # noqa: E402
+from recap import changed_counts, changed_tasks  # noqa: E402
 
 VENV_BIN = REPO / ".venv" / "bin"
-RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 PORT = 3180
 # The URLs of apt's sources as apt itself sees them.
 SOURCES = "apt-cache policy | grep -oE '(https?://|file:/)[^ ]+' | sort -u"
@@ -67,20 +67,6 @@ def playbook(work: Path, inventory: Path, name: str, *extra: str, log: str) -> t
     out = proc.stdout + proc.stderr
     (work / log).write_text(out)
     return proc.returncode, out, time.monotonic() - t
-
-
-def recap(out: str) -> dict[str, int]:
-    return {m[0]: int(m[2]) for m in RECAP.findall(out)}
-
-
-def changed_tasks(out: str) -> str:
-    tasks, current = [], ""
-    for line in out.splitlines():
-        if line.startswith(("TASK [", "RUNNING HANDLER [")):
-            current = line
-        elif line.startswith("changed:"):
-            tasks.append(current)
-    return "; ".join(tasks)
 
 
 def tail(out: str, n: int = 40) -> str:
@@ -120,14 +106,14 @@ def main() -> int:
 
         rc, out, secs = playbook(work, inventory, "mirror.yml", *pkg_args, log="a-idempotence.log")
         c.timings.append(("A idempotence", secs))
-        c.check("A: second run changed=0", rc == 0 and recap(out).get(A.name) == 0,
-                f"rc={rc} recap={recap(out)} changed: {changed_tasks(out)}")
+        c.check("A: second run changed=0", rc == 0 and changed_counts(out).get(A.name) == 0,
+                f"rc={rc} recap={changed_counts(out)} changed: {'; '.join(changed_tasks(out))}")
 
         rc, out, secs = playbook(work, inventory, "mirror.yml", *pkg_args, "--check", "--diff",
                                  log="a-check.log")
         c.timings.append(("A check mode", secs))
-        c.check("A: check mode changed=0", rc == 0 and recap(out).get(A.name) == 0,
-                f"rc={rc} recap={recap(out)} changed: {changed_tasks(out)}")
+        c.check("A: check mode changed=0", rc == 0 and changed_counts(out).get(A.name) == 0,
+                f"rc={rc} recap={changed_counts(out)} changed: {'; '.join(changed_tasks(out))}")
 
         before = A.sh("stat -c %Y /var/lib/demolab/mirror/apt/Packages.gz").stdout
         rc, out, _ = playbook(work, inventory, "mirror.yml", *pkg_args, "-e",
@@ -165,8 +151,8 @@ def main() -> int:
         c.check("B: offline converge (apt_mirror client, lab, redis) from the mirror alone",
                 rc == 0, tail(out))
         rc, out, secs = playbook(work, inventory, "client.yml", log="b-idempotence.log")
-        c.check("B: second offline run changed=0", rc == 0 and recap(out).get(B.name) == 0,
-                f"rc={rc} recap={recap(out)} changed: {changed_tasks(out)}")
+        c.check("B: second offline run changed=0", rc == 0 and changed_counts(out).get(B.name) == 0,
+                f"rc={rc} recap={changed_counts(out)} changed: {'; '.join(changed_tasks(out))}")
 
         r = B.sh(SOURCES, check=False)
         sites = set(r.stdout.split())
