@@ -50,8 +50,15 @@ FFMPEG_CACHE = Path(os.environ.get("DEMOLAB_FFMPEG_CACHE", "/var/cache/demolab/f
 FFMPEG_ARTIFACTS = ["-e", f"ffmpeg_artifact_source_dir={FFMPEG_CACHE}"]
 
 
+# mirror/urls.txt's part in the test: a page the host itself serves while it converges (its
+# Debian mirror's Release file), recorded by the http_cache role while online; the rehearsal
+# at the venue (replay only, never upstream) passes only if it was.
+RECORD_URLS = ["http://127.0.0.1:3180/Release"]
+
+
 def playbook(inventory: Path, secrets: Path, *extra: str, log: Path) -> tuple[int, str]:
-    return run_playbook("site.yml", inventory, secrets, *FFMPEG_ARTIFACTS, *extra, log=log)
+    return run_playbook("site.yml", inventory, secrets, *FFMPEG_ARTIFACTS, "-e",
+                        json.dumps({"http_cache_record_urls": RECORD_URLS}), *extra, log=log)
 
 
 def run_playbook(name: str, inventory: Path, secrets: Path, *extra: str, log: Path) -> tuple[int, str]:
@@ -98,7 +105,8 @@ def run_verify(inventory: Path, secrets: Path) -> int:
 
 # The page and the 20 MiB download the infra suite recorded while online
 # (tests/infra/test_http_cache.py).
-RECORDED = ["http://127.0.0.1:18931/rehearsal.txt", "http://127.0.0.1:18931/rehearsal-large.bin"]
+RECORDED = ["http://127.0.0.1:18931/rehearsal.txt", "http://127.0.0.1:18931/rehearsal-large.bin",
+            *RECORD_URLS]
 
 
 def rehearse_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: Path,

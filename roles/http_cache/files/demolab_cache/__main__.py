@@ -3,6 +3,7 @@
   python -m demolab_cache serve --config /etc/demolab/http_cache.json
   python -m demolab_cache misses --miss-log FILE [--json]
   python -m demolab_cache check --store DIR
+  python -m demolab_cache record --config FILE URL...   (mirror/urls.txt, while online)
 """
 
 from __future__ import annotations
@@ -165,6 +166,48 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_record(args: argparse.Namespace) -> int:
+    """Fetch each URL not yet in the store through the running proxy, so it is recorded.
+
+    Prints one JSON line: {"changed": bool, "recorded": [...], "failed": {url: why}}.
+    """
+    import time  # noqa: PLC0415
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    from .store import Store, normalize_absolute  # noqa: PLC0415
+
+    config = load_config(args.config)
+    if config["mode"] != "record":
+        raise SystemExit("the proxy is in %s mode: record the URLs while online" % config["mode"])
+    store = Store(config["store_dir"])
+    for name in ("no_proxy", "NO_PROXY"):
+        os.environ.pop(name, None)  # urllib would go around the proxy for these
+    proxy = "http://%s:%s" % (config["listen_address"], config["port"])
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy, "https": proxy}))
+    recorded, failed = [], {}
+    for url in args.urls:
+        key = normalize_absolute(url)
+        if store.lookup("GET", key).status == "hit":
+            continue
+        try:
+            with opener.open(url, timeout=args.timeout) as resp:
+                while resp.read(1 << 20):
+                    pass
+        except (urllib.error.URLError, OSError) as exc:
+            failed[url] = str(getattr(exc, "reason", exc))
+            continue
+        deadline = time.monotonic() + 10  # the entry is committed just after the response
+        while store.lookup("GET", key).status != "hit" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if store.lookup("GET", key).status == "hit":
+            recorded.append(url)
+        else:
+            failed[url] = "fetched, but the proxy stored nothing (see its log)"
+    print(json.dumps({"changed": bool(recorded), "recorded": recorded, "failed": failed}))
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="demolab_cache")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -176,8 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     misses.add_argument("--json", action="store_true")
     check = sub.add_parser("check", help="verify every stored entry's checksum")
     check.add_argument("--store", default=DEFAULTS["store_dir"])
+    record = sub.add_parser("record", help="record URLs not in the store yet (through the proxy)")
+    record.add_argument("--config", default="", help="JSON config file of the running proxy")
+    record.add_argument("--timeout", type=float, default=300)
+    record.add_argument("urls", nargs="*")
     args = parser.parse_args(argv)
-    return {"serve": cmd_serve, "misses": cmd_misses, "check": cmd_check}[args.command](args)
+    return {"serve": cmd_serve, "misses": cmd_misses, "check": cmd_check,
+            "record": cmd_record}[args.command](args)
 
 
 if __name__ == "__main__":
