@@ -96,6 +96,14 @@ def no_changes(what: str, inventory: Path, secrets: Path, *extra: str, log: Path
     return [f"{what}: rc={rc} changed={changed}"]
 
 
+def verified(what: str, inventory: Path, secrets: Path, timings: list[tuple[str, float]]) -> list[str]:
+    """The testinfra suite against the inventory, timed: a failure unless it passes."""
+    t = time.monotonic()
+    rc = run_verify(inventory, secrets)
+    timings.append((what, time.monotonic() - t))
+    return [f"{what}: testinfra rc={rc}"] if rc != 0 else []
+
+
 def run_verify(inventory: Path, secrets: Path) -> int:
     return subprocess.run(
         [str(VENV_BIN / "pytest"), "-q", str(REPO / "tests" / "infra"),
@@ -173,11 +181,7 @@ def bundle_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: P
         return [f"host B from the bundle: rc={rc}; full log: {work / 'bundle-converge.log'}"]
     failures = no_changes("B idempotence", inv_b, secrets, *extra, log=work / "bundle-idempotence.log",
                           timings=timings)
-    t = time.monotonic()
-    rc = run_verify(inv_b, secrets)
-    timings.append(("B verify", time.monotonic() - t))
-    if rc != 0:
-        failures.append(f"host B verify: testinfra rc={rc}")
+    failures += verified("B verify", inv_b, secrets, timings)
     online = dict(timings)["converge"]
     offline = dict(timings)["B converge"]
     print(f"\nbench: fresh host provisioned offline from a bundle {offline:.0f} s vs online "
@@ -224,11 +228,7 @@ def main() -> int:
         failures += no_changes("check mode", inventory, secrets, "--check", "--diff",
                                log=work / "check.log", timings=timings)
 
-        t = time.monotonic()
-        rc = run_verify(inventory, secrets)
-        timings.append(("verify", time.monotonic() - t))
-        if rc != 0:
-            failures.append(f"verify: testinfra rc={rc}")
+        failures += verified("verify", inventory, secrets, timings)
 
         if not a.no_offline and not failures:
             # The venue: the forward proxy is gone, so the hosts have no way out at all. The
@@ -241,11 +241,7 @@ def main() -> int:
                 print(out[-6000:])
                 failures.append(f"offline run: rc={rc}; full log: {work / 'offline.log'}")
             else:
-                t = time.monotonic()
-                rc = run_verify(inventory, secrets)
-                timings.append(("offline verify", time.monotonic() - t))
-                if rc != 0:
-                    failures.append(f"offline verify: testinfra rc={rc}")
+                failures += verified("offline verify", inventory, secrets, timings)
 
         if not a.no_offline and not failures:
             failures += rehearse_phase(lab, work, inventory, secrets, timings)
