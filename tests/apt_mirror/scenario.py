@@ -39,6 +39,7 @@ from recap import changed_counts, changed_tasks  # noqa: E402
 
 VENV_BIN = REPO / ".venv" / "bin"
 PORT = 3180
+REPO_URL_PATH = "/apt"  # A's file server serves its whole store; the repository is at /apt/
 # The URLs of apt's sources as apt itself sees them.
 SOURCES = "apt-cache policy | grep -oE '(https?://|file:/)[^ ]+' | sort -u"
 
@@ -136,7 +137,7 @@ def main() -> int:
         else:
             c.check("A: a full disk (tmpfs) fails clearly", False, "could not mount a tmpfs on A")
 
-        url = f"http://{A.ip}:{PORT}/Release"
+        url = f"http://{A.ip}:{PORT}{REPO_URL_PATH}/Release"
         r = B.sh(f"python3 -c \"import urllib.request as u; print(u.urlopen('{url}', timeout=5).status)\"",
                  check=False)
         c.check("B reaches A's mirror over the lab network", r.stdout.strip() == "200", r.stderr[-300:])
@@ -156,7 +157,7 @@ def main() -> int:
 
         r = B.sh(SOURCES, check=False)
         sites = set(r.stdout.split())
-        c.check("B: A's mirror is apt's only source", sites == {f"http://{A.ip}:{PORT}"},
+        c.check("B: A's mirror is apt's only source", sites == {f"http://{A.ip}:{PORT}{REPO_URL_PATH}"},
                 f"sites={sites} {r.stderr[-300:]}")
         r = B.sh("systemctl is-active demolab-redis; dpkg-query -W -f='${Status}' redis-server", check=False)
         c.check("B: redis-server installed offline and demolab-redis active",
@@ -193,7 +194,7 @@ def main() -> int:
         r = B.sh("test ! -e /etc/apt/apt.conf.d/50demolab-apt-mirror && " + SOURCES, check=False)
         sites = set(r.stdout.split())
         c.check("B: lab_mode=online gives apt its own sources back",
-                rc == 0 and r.returncode == 0 and f"http://{A.ip}:{PORT}" not in sites and sites,
+                rc == 0 and r.returncode == 0 and f"http://{A.ip}:{PORT}{REPO_URL_PATH}" not in sites and sites,
                 f"rc={rc} sites={sites}\n      {tail(out, 15)}")
     finally:
         lab.finish(a.keep, inventory, c.timings, started=t0)
