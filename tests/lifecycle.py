@@ -1,15 +1,19 @@
 """converge -> idempotence -> check mode -> verify -> the venue, on brand-new systemd hosts.
 
-    python3 tests/lifecycle.py [--hosts lab1] [--first-index 11] [--no-offline] [--no-bundle] [--keep]
+    python3 tests/lifecycle.py [--hosts lab1] [--first-index 11] [--no-offline] [--no-mirror-client]
+                               [--no-bundle] [--reuse-ffmpeg] [--keep]
 
 Boots fresh Debian 12 hosts (systemd as PID 1, no default route; their only way out is
-the harness's forward proxy), runs playbooks/site.yml on them, runs it again and fails
+the harness's forward proxy), runs playbooks/site.yml on them (online, as a fresh laptop:
+the lab FFmpeg is built from source there unless --reuse-ffmpeg), runs it again and fails
 unless it reports changed=0, runs it once more in check mode (changed=0 too), then runs
 the testinfra suite against the inventory.  Then the venue: the forward proxy stops (no way
 out at all), site.yml runs again with lab_mode=offline, from the lab's own mirrors only, and
 the suite runs once more.  The airplane rehearsal (playbooks/rehearse.yml) runs there: clean
 with what was recorded, then with one unmirrored pip package, Debian package and URL, which
-its miss report must name exactly.  Last, `make bundle` exports that host's store and a
+its miss report must name exactly.  Then a brand-new host with no way out at all is
+provisioned over the lab network from the first host's mirrors alone (lab_mirror_host):
+converge, idempotence, verify.  Last, `make bundle` exports that host's store and a
 second brand-new host, with no way out at all, is provisioned only from the bundle:
 converge, idempotence, verify, and the provisioning-time ratio against the first host's
 online converge.  Prints how long each phase took.  The hosts are always torn down (also on
@@ -44,16 +48,19 @@ def ansible_env(secrets: Path) -> dict[str, str]:
     return env
 
 
-# The lab FFmpeg built by the media suite (or an earlier run): installed, not rebuilt, on the
-# fresh hosts. An empty cache makes the role build it on the host (slow, but the same path).
+# The first host provisions online as a fresh laptop does: it builds the lab FFmpeg from the
+# Debian source package (the hosts after it install that artifact from its mirrors or its
+# bundle). --reuse-ffmpeg installs the media suite's build instead (faster iterations; the
+# provisioning ratios then leave the build out).
 FFMPEG_CACHE = Path(os.environ.get("DEMOLAB_FFMPEG_CACHE", "/var/cache/demolab/ffmpeg"))
-FFMPEG_ARTIFACTS = ["-e", f"ffmpeg_artifact_source_dir={FFMPEG_CACHE}"]
+FFMPEG_ARTIFACTS: list[str] = []
 
 
-# mirror/urls.txt's part in the test: a page the host itself serves while it converges (its
-# Debian mirror's Release file), recorded by the http_cache role while online; the rehearsal
-# at the venue (replay only, never upstream) passes only if it was.
-RECORD_URLS = ["http://127.0.0.1:3180/Release"]
+# mirror/urls.txt's part in the test: a page the first host itself serves while it converges
+# (its Debian mirror's Release file, on its lab-network address), recorded by the http_cache
+# role while online; the rehearsal at the venue (replay only, never upstream) passes only if
+# it was.
+RECORD_URLS: list[str] = []
 
 
 def playbook(inventory: Path, secrets: Path, *extra: str, log: Path) -> tuple[int, str]:
@@ -111,10 +118,10 @@ def run_verify(inventory: Path, secrets: Path) -> int:
         env=ansible_env(secrets), cwd=REPO).returncode
 
 
-# The page and the 20 MiB download the infra suite recorded while online
+# The page, the HTTPS page and the 20 MiB download the infra suite recorded while online
 # (tests/infra/test_http_cache.py).
-RECORDED = ["http://127.0.0.1:18931/rehearsal.txt", "http://127.0.0.1:18931/rehearsal-large.bin",
-            *RECORD_URLS]
+RECORDED = ["http://127.0.0.1:18931/rehearsal.txt", "https://localhost:18932/rehearsal-tls.txt",
+            "http://127.0.0.1:18931/rehearsal-large.bin"]
 
 
 def rehearse_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: Path,
@@ -124,7 +131,7 @@ def rehearse_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets:
     host = lab.hosts[0]
     t = time.monotonic()
     rc, out = run_playbook("rehearse.yml", inventory, secrets, "-e",
-                           json.dumps({"rehearse_urls": RECORDED}), log=work / "rehearse.log")
+                           json.dumps({"rehearse_urls": RECORDED + RECORD_URLS}), log=work / "rehearse.log")
     timings.append(("rehearse", time.monotonic() - t))
     if rc != 0:
         print(out[-4000:])
@@ -133,7 +140,7 @@ def rehearse_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets:
                "url": f"http://127.0.0.1:18931/never-recorded-{os.getpid()}.txt"}
     t = time.monotonic()
     rc, out = run_playbook("rehearse.yml", inventory, secrets, "-e", json.dumps(
-        {"rehearse_urls": [*RECORDED, missing["url"]], "rehearse_pip": [missing["pip"]],
+        {"rehearse_urls": [*RECORDED, *RECORD_URLS, missing["url"]], "rehearse_pip": [missing["pip"]],
          "rehearse_apt": [missing["apt"]]}), log=work / "rehearse-misses.log")
     timings.append(("rehearse miss", time.monotonic() - t))
     report = json.loads(host.sh("cat /var/lib/demolab/rehearsal.json").stdout)
@@ -148,6 +155,45 @@ def rehearse_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets:
     if not steps.get("demo"):
         return [f"rehearsal: the demo step failed: {report['steps']}"]
     return []
+
+
+def bench_line(source: str, offline: float, online: float) -> None:
+    how = ("the FFmpeg artifact reused (--reuse-ffmpeg)" if FFMPEG_ARTIFACTS
+           else "FFmpeg built from source, as on a fresh laptop")
+    print(f"\nbench: fresh host provisioned offline {source} {offline:.0f} s vs online {online:.0f} s "
+          f"({how}) = {offline / online:.2f}x (goal <= 0.5x)")
+
+
+def mirror_client_phase(lab: labhosts.LabHosts, work: Path, secrets: Path,
+                        timings: list[tuple[str, float]]) -> list[str]:
+    """A brand-new host with no way out at all, provisioned over the lab network solely from
+    the first host's mirrors (lab_mirror_host): pip from its devpi, apt from its Debian
+    mirror, the FFmpeg artifact from its store. Converge, idempotence, verify."""
+    mirror = lab.hosts[0]
+    t = time.monotonic()
+    host = lab.add("labm")
+    inv = lab.inventory(work / "inventory-mirror-client.ini", hosts=[host],
+                        host_vars={host.name: {"lab_mirror_host": mirror.ip}})
+    timings.append(("boot host M", time.monotonic() - t))
+    # Nothing from this controller's caches: the FFmpeg artifact must come from the mirror host.
+    extra = ("-e", "lab_mode=offline", "-e", "ffmpeg_artifact_source_dir=")
+    t = time.monotonic()
+    rc, out = playbook(inv, secrets, *extra, log=work / "mirror-client-converge.log")
+    timings.append(("M converge", time.monotonic() - t))
+    if rc != 0:
+        print(out[-6000:])
+        return [f"host M from {mirror.name}'s mirrors: rc={rc}; full log: {work / 'mirror-client-converge.log'}"]
+    failures = no_changes("M idempotence", inv, secrets, *extra, log=work / "mirror-client-idempotence.log",
+                          timings=timings)
+    failures += verified("M verify", inv, secrets, timings)
+    # Its only sources really are the mirror host's.
+    apt = set(host.sh("apt-cache policy | grep -oE '(https?://|file:/)[^ ]+' | sort -u", check=False).stdout.split())
+    pip = host.sh("sed -n 's/^index-url *= *//p' /etc/pip.conf", check=False).stdout.split()
+    print(f"host M: apt's sources {sorted(apt)}, pip's index {pip}")
+    if apt != {f"http://{mirror.ip}:3180/apt"} or pip != [f"http://{mirror.ip}:3141/lab/offline/+simple/"]:
+        failures.append(f"host M: apt's sources {sorted(apt)} and pip's index {pip} must be {mirror.name}'s only")
+    bench_line(f"from {mirror.name}'s mirrors", dict(timings)["M converge"], dict(timings)["converge"])
+    return failures
 
 
 def bundle_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: Path,
@@ -182,10 +228,7 @@ def bundle_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: P
     failures = no_changes("B idempotence", inv_b, secrets, *extra, log=work / "bundle-idempotence.log",
                           timings=timings)
     failures += verified("B verify", inv_b, secrets, timings)
-    online = dict(timings)["converge"]
-    offline = dict(timings)["B converge"]
-    print(f"\nbench: fresh host provisioned offline from a bundle {offline:.0f} s vs online "
-          f"{online:.0f} s = {offline / online:.2f}x (goal <= 0.5x)")
+    bench_line("from a bundle", dict(timings)["B converge"], dict(timings)["converge"])
     return failures
 
 
@@ -196,12 +239,18 @@ def main() -> int:
                     help="address of the first host: 10.77.0.N (pick another range beside a running suite)")
     ap.add_argument("--no-offline", action="store_true",
                     help="skip the venue phase (forward proxy stopped, lab_mode=offline, verify again)")
+    ap.add_argument("--no-mirror-client", action="store_true",
+                    help="skip the host provisioned over the lab network from the first host's mirrors")
     ap.add_argument("--no-bundle", action="store_true",
                     help="skip the second host provisioned from a bundle of the first (zero internet)")
+    ap.add_argument("--reuse-ffmpeg", action="store_true",
+                    help=f"install the FFmpeg artifact from {FFMPEG_CACHE} on the first host instead of building it")
     ap.add_argument("--keep", action="store_true", help="leave the hosts running (debugging)")
     ap.add_argument("--workdir", default=str(REPO / ".run" / "lifecycle"))
     a = ap.parse_args()
 
+    if a.reuse_ffmpeg:
+        FFMPEG_ARTIFACTS.extend(["-e", f"ffmpeg_artifact_source_dir={FFMPEG_CACHE}"])
     work = Path(a.workdir).resolve()  # ansible resolves relative paths against the playbook
     work.mkdir(parents=True, exist_ok=True)
     secrets = work / "secrets"
@@ -213,7 +262,9 @@ def main() -> int:
     t = time.monotonic()
     try:
         lab.__enter__()
-        lab.inventory(inventory)
+        # Each host serves its mirrors on its lab-network address (other lab hosts use them).
+        lab.inventory(inventory, host_vars={h.name: {"lab_mirror_address": h.ip} for h in lab.hosts})
+        RECORD_URLS.append(f"http://{lab.hosts[0].ip}:3180/apt/Release")
         timings.append(("boot", time.monotonic() - t))
 
         t = time.monotonic()
@@ -246,6 +297,9 @@ def main() -> int:
         if not a.no_offline and not failures:
             failures += rehearse_phase(lab, work, inventory, secrets, timings)
 
+        if not a.no_offline and not a.no_mirror_client and not failures:
+            failures += mirror_client_phase(lab, work, secrets, timings)
+
         if not a.no_offline and not a.no_bundle and not failures:
             failures += bundle_phase(lab, work, inventory, secrets, timings)
     finally:
@@ -253,8 +307,8 @@ def main() -> int:
     if failures:
         print("\nFAILED: " + "; ".join(failures))
         return 1
-    print("\nlifecycle: converge, idempotence (changed=0), check mode, verify, the venue, the rehearsal "
-          "and the host from a bundle all passed")
+    print("\nlifecycle: converge, idempotence (changed=0), check mode, verify, the venue, the rehearsal, "
+          "the host from the first host's mirrors and the host from a bundle all passed")
     return 0
 
 

@@ -395,12 +395,14 @@ class LabHosts:
         return host
 
     def inventory(self, path: Path, groups: tuple[str, ...] = ("lab", "presenter"),
-                  hosts: list[Host] | None = None) -> Path:
+                  hosts: list[Host] | None = None, host_vars: dict[str, dict[str, str]] | None = None) -> Path:
         key = ssh_key()
         lines = []
         for g in groups:
             lines.append(f"[{g}]")
-            lines += [f"{h.name} ansible_host={h.ip}" for h in (hosts or self.hosts)]
+            for h in hosts or self.hosts:
+                more = "".join(f" {k}={v}" for k, v in (host_vars or {}).get(h.name, {}).items())
+                lines.append(f"{h.name} ansible_host={h.ip}{more}")
             lines.append("")
         lines += [
             "[all:vars]",

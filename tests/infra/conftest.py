@@ -22,6 +22,18 @@ def inventory_name(host) -> str:
     return host.ansible.get_variables()["inventory_hostname"]
 
 
+def mirror_host(host) -> str:
+    """The lab host whose mirrors this one uses (lab_mirror_host), "" when it runs its own."""
+    return str(host.ansible.get_variables().get("lab_mirror_host") or "")
+
+
+def mirror_address(host) -> str:
+    """Where this host reaches the lab's mirrors: lab_mirror_host, else its own
+    lab_mirror_address (loopback unless the host serves other lab hosts)."""
+    variables = host.ansible.get_variables()
+    return str(variables.get("lab_mirror_host") or variables.get("lab_mirror_address") or "127.0.0.1")
+
+
 @pytest.fixture
 def secret(host):
     def read(name: str) -> str:
@@ -87,7 +99,7 @@ import os, sys, urllib.error, urllib.request
 url, proxy = sys.argv[1], sys.argv[2]
 for var in [v for v in os.environ if v.lower().endswith("_proxy")]:
     del os.environ[var]  # urllib honours no_proxy even for an explicit proxy: only ours counts
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy} if proxy else {}))
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy, "https": proxy} if proxy else {}))
 try:
     resp = opener.open(url, timeout=20)
     code, body = resp.status, resp.read()
