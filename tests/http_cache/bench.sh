@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cache-hit benchmark: demolab http_cache vs Squid (offline_mode on), loopback only, bounded.
-#   tests/http_cache/bench.sh [--duration SECONDS] [--clients N]
+#   tests/http_cache/bench.sh [--duration SECONDS] [--clients N] [--rounds N]
 # Installs squid and wrk (Debian) if missing; runs Squid itself on a random loopback port with its
 # own config (a Debian squid service started by the package, if any, is left alone).
 set -euo pipefail

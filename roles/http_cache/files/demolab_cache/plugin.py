@@ -61,6 +61,9 @@ flags.add_argument(
 
 _STORES: dict[tuple[str, str], Store] = {}
 _NETWORKS: dict[str, list[Any]] = {}
+_TARGETS: dict[tuple[Optional[tuple[str, str, int]], str], Optional[str]] = {}
+MAX_TARGETS = 4096       # remembered request-target -> URL normalizations per process
+MAX_TARGET_MEMO = 2048   # longer targets are normalized every time (bounds that memory)
 
 
 def _store_for(args: Any) -> Store:
@@ -148,12 +151,44 @@ class CachePlugin(HttpProxyBasePlugin):
 
     def _url(self, target: str) -> Optional[str]:
         """Absolute URL for a request target (absolute form, or origin form in a tunnel)."""
+        memo = (self.base, target)
+        try:
+            return _TARGETS[memo]
+        except KeyError:
+            pass
+        url = None
         if target.lower().startswith(("http://", "https://")):
-            return normalize_absolute(target)
-        if self.base is not None and target.startswith("/"):
+            url = normalize_absolute(target)
+        elif self.base is not None and target.startswith("/"):
             scheme, host, port = self.base
-            return normalize_url(scheme, host, port, target)
-        return None
+            url = normalize_url(scheme, host, port, target)
+        if len(target) <= MAX_TARGET_MEMO:
+            if len(_TARGETS) >= MAX_TARGETS:
+                _TARGETS.clear()
+            _TARGETS[memo] = url
+        return url
+
+    def _send(self, response: memoryview) -> None:
+        """Send a response to the client: at once what its socket takes now, queue the rest.
+
+        proxy.py writes a queued buffer only on a later turn of its event loop, once a select
+        says the socket is writable: for a small cached response that doubles the loop turns
+        (and selector updates) per request.  A keep-alive client waiting for its answer has
+        room in its socket buffer, so the response usually goes out here in one send().
+        Nothing is sent ahead of bytes already queued (order is kept); at most
+        --max-sendbuf-size bytes are written here, like one proxy.py flush.
+        """
+        if not self.client.has_buffer():
+            try:
+                sent = self.client.connection.send(response[:self.flags.max_sendbuf_size])
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                sent = 0
+            except OSError:
+                sent = 0    # proxy.py meets the error again on its own flush and tears down
+            if sent >= len(response):
+                return
+            response = response[sent:]
+        self.client.queue(response)
 
     def _parser_url(self, request: HttpParser) -> Optional[str]:
         path = text_(request.path or b"/")
@@ -274,7 +309,7 @@ class CachePlugin(HttpProxyBasePlugin):
         url = self._parser_url(request)
         method = text_(request.method).upper()
         if url is None:
-            self.client.queue(memoryview(_text_response(400, "Bad Request", "bad request target\n")))
+            self._send(memoryview(_text_response(400, "Bad Request", "bad request target\n")))
             return
         self._serve(method, url, close=not request.is_http_1_1_keep_alive)
 
@@ -295,30 +330,33 @@ class CachePlugin(HttpProxyBasePlugin):
                 return
             head = bytes(self.inbuf[:end]).decode("latin-1")
             del self.inbuf[:end + 4]
-            lines = head.split("\r\n")
-            parts = lines[0].split()
+            request_line, _, fields = head.partition("\r\n")
+            parts = request_line.split()
             if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
                 raise HttpRequestRejected(status_code=400, reason=b"Bad Request")
             method, target = parts[0].upper(), parts[1]
             close = parts[2] == "HTTP/1.0"
             length = 0
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                name = name.strip().lower()
-                if name == "connection":
-                    tokens = {t.strip().lower() for t in value.split(",")}
-                    close = "close" in tokens or (close and "keep-alive" not in tokens)
-                elif name == "content-length" and value.strip().isdigit():
-                    length = int(value.strip())
-                elif name == "transfer-encoding" and value.strip():
-                    raise HttpRequestRejected(
-                        status_code=501, reason=b"Not Implemented",
-                        body=b"demolab http_cache (offline): chunked request bodies are not replayed\n",
-                    )
+            lowered = fields.lower()
+            # only these three header fields matter here: skip the scan when none can be present
+            if "connection" in lowered or "content-length" in lowered or "transfer-encoding" in lowered:
+                for line in lowered.split("\r\n"):
+                    name, _, value = line.partition(":")
+                    name = name.strip()
+                    if name == "connection":
+                        tokens = {t.strip() for t in value.split(",")}
+                        close = "close" in tokens or (close and "keep-alive" not in tokens)
+                    elif name == "content-length" and value.strip().isdigit():
+                        length = int(value.strip())
+                    elif name == "transfer-encoding" and value.strip():
+                        raise HttpRequestRejected(
+                            status_code=501, reason=b"Not Implemented",
+                            body=b"demolab http_cache (offline): chunked request bodies are not replayed\n",
+                        )
             self.skip_body = length
             url = self._url(target)
             if url is None:
-                self.client.queue(memoryview(_text_response(400, "Bad Request", "bad request target\n")))
+                self._send(memoryview(_text_response(400, "Bad Request", "bad request target\n")))
                 continue
             self._serve(method, url, close)
 
@@ -330,7 +368,7 @@ class CachePlugin(HttpProxyBasePlugin):
     def _answer(self, method: str, url: str) -> None:
         found = self.store.lookup(method, url)
         if found.status == "hit" and found.payload is not None:
-            self.client.queue(found.payload)
+            self._send(found.payload)
             return
         reason = "miss"
         if found.status == "corrupt":
@@ -354,4 +392,4 @@ class CachePlugin(HttpProxyBasePlugin):
         response = _text_response(504, "Gateway Timeout", body, {"X-Demolab-Cache": reason.upper()})
         if method == "HEAD":
             response = response[:response.index(b"\r\n\r\n") + 4]
-        self.client.queue(memoryview(response))
+        self._send(memoryview(response))

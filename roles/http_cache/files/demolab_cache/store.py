@@ -28,6 +28,9 @@ logger = logging.getLogger("demolab_cache")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 SMALL_ENTRY = 1024 * 1024          # read into memory below this, mmap above
 MEMORY_BUDGET = 64 * 1024 * 1024   # bytes of small entries kept per process
+MAX_ENTRIES = 100000               # verified entries kept per process
+MAX_MAPPED = 256                   # of which mapped (large) ones: each holds a file descriptor
+RACY_WINDOW = 2.0                  # seconds: files changed this recently are verified on every hit
 
 
 def normalize_url(scheme: str, host: str, port: Optional[int], path: str) -> str:
@@ -76,11 +79,14 @@ class Lookup:
 
 @dataclass
 class _Verified:
+    key: str
+    meta_path: str
     meta_sig: tuple
     data_path: str
     data_sig: tuple
-    payload: memoryview
+    hit: Lookup                       # the answer, built once
     size: int
+    trusted: bool                     # signatures settled: a later change shows in them
 
 
 class Store:
@@ -89,8 +95,10 @@ class Store:
         self.objects = os.path.join(self.root, "objects")
         self.tmp = os.path.join(self.root, "tmp")
         self.miss_log = miss_log
-        self._verified: "OrderedDict[str, _Verified]" = OrderedDict()
+        # verified entries by (METHOD, url), least recently used first
+        self._verified: "OrderedDict[tuple[str, str], _Verified]" = OrderedDict()
         self._memory = 0
+        self._mapped = 0
         self._counter = itertools.count()
 
     # -- set-up -------------------------------------------------------------
@@ -113,31 +121,47 @@ class Store:
 
     # -- replay -------------------------------------------------------------
     def lookup(self, method: str, url: str) -> Lookup:
-        key = cache_key(method, url)
-        bucket, meta_path = self._paths(key)
+        """The stored response for method + url, verified against its sha256.
+
+        A verified entry is kept (bounded, see _remember) with the inode, size, mtime and ctime
+        of both files: while these are unchanged and the entry is *trusted*, a hit costs two
+        stat() calls and no read, parse or hash.  Any change of either file (rewrite, in-place
+        corruption, re-recording, removal) changes a signature, and the entry is read and
+        verified again.  An entry whose files changed less than RACY_WINDOW seconds before it
+        was verified is not trusted (a change within the same timestamp tick could go unseen):
+        it is verified again on every lookup until its files have settled.
+        """
+        method = method.upper()
+        cached = self._verified.get((method, url))
+        if cached is not None:
+            try:
+                if (cached.trusted
+                        and _sig(os.stat(cached.meta_path)) == cached.meta_sig
+                        and _sig(os.stat(cached.data_path)) == cached.data_sig):
+                    self._verified.move_to_end((method, url))
+                    return cached.hit
+            except OSError:
+                pass
+            self._forget((method, url))
+            key, meta_path = cached.key, cached.meta_path
+            bucket = os.path.dirname(meta_path)
+        else:
+            key = cache_key(method, url)
+            bucket, meta_path = self._paths(key)
         try:
             with open(meta_path, "rb") as fh:
-                meta_sig = _sig(os.fstat(fh.fileno()))
-                cached = self._verified.get(key)
-                if cached is not None and cached.meta_sig == meta_sig:
-                    try:
-                        if _sig(os.stat(cached.data_path)) == cached.data_sig:
-                            self._verified.move_to_end(key)
-                            return Lookup("hit", cached.payload)
-                    except FileNotFoundError:
-                        pass
+                meta_st = os.fstat(fh.fileno())
                 raw_meta = fh.read()
         except FileNotFoundError:
             return Lookup("miss")
-        self._forget(key)
         try:
             meta = json.loads(raw_meta)
-            if meta.get("method") != method.upper() or meta.get("url") != url:
+            if meta.get("method") != method or meta.get("url") != url:
                 return Lookup("corrupt", detail="metadata names another request")
             data_path = os.path.join(bucket, os.path.basename(meta["data"]))
             expected = meta["sha256"]
             size = int(meta["size"])
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             return Lookup("corrupt", detail="unreadable metadata (%s)" % exc)
         try:
             fd = os.open(data_path, os.O_RDONLY)
@@ -161,23 +185,32 @@ class Store:
             os.close(fd)
         if hashlib.sha256(payload).hexdigest() != expected:
             return Lookup("corrupt", detail="sha256 mismatch")
-        self._remember(key, _Verified(meta_sig, data_path, _sig(st), payload, size))
-        return Lookup("hit", payload)
+        settled = max(meta_st.st_ctime_ns, meta_st.st_mtime_ns, st.st_ctime_ns, st.st_mtime_ns)
+        trusted = time.time_ns() - settled > RACY_WINDOW * 1e9
+        hit = Lookup("hit", payload)
+        self._remember((method, url), _Verified(
+            key, meta_path, _sig(meta_st), data_path, _sig(st), hit, size, trusted))
+        return hit
 
-    def _forget(self, key: str) -> None:
-        old = self._verified.pop(key, None)
-        if old is not None and old.size <= SMALL_ENTRY:
-            self._memory -= old.size
+    def _forget(self, ident: tuple[str, str]) -> None:
+        old = self._verified.pop(ident, None)
+        if old is not None:
+            self._account(old, -1)
 
-    def _remember(self, key: str, entry: _Verified) -> None:
-        self._forget(key)
-        self._verified[key] = entry
+    def _account(self, entry: _Verified, sign: int) -> None:
         if entry.size <= SMALL_ENTRY:
-            self._memory += entry.size
-        while self._memory > MEMORY_BUDGET or len(self._verified) > 100000:
+            self._memory += sign * entry.size
+        else:
+            self._mapped += sign
+
+    def _remember(self, ident: tuple[str, str], entry: _Verified) -> None:
+        self._forget(ident)
+        self._verified[ident] = entry
+        self._account(entry, 1)
+        while (self._memory > MEMORY_BUDGET or self._mapped > MAX_MAPPED
+               or len(self._verified) > MAX_ENTRIES):
             _, old = self._verified.popitem(last=False)
-            if old.size <= SMALL_ENTRY:
-                self._memory -= old.size
+            self._account(old, -1)
 
     def log_miss(self, method: str, url: str, reason: str, client: str = "") -> None:
         if not self.miss_log:
