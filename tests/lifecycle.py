@@ -164,43 +164,53 @@ def bench_line(source: str, offline: float, online: float) -> None:
           f"({how}) = {offline / online:.2f}x (goal <= 0.5x)")
 
 
-def mirror_client_phase(lab: labhosts.LabHosts, work: Path, secrets: Path,
-                        timings: list[tuple[str, float]]) -> list[str]:
-    """A brand-new host with no way out at all, provisioned over the lab network solely from
-    the first host's mirrors (lab_mirror_host): pip from its devpi, apt from its Debian
-    mirror, the FFmpeg artifact from its store. Converge, idempotence, verify."""
-    mirror = lab.hosts[0]
+def second_host(lab: labhosts.LabHosts, work: Path, secrets: Path, timings: list[tuple[str, float]], *,
+                name: str, label: str, source: str, extra: tuple[str, ...],
+                host_vars: dict[str, str] | None = None) -> tuple[labhosts.Host, list[str]]:
+    """Boot one more brand-new host (no way out at all) and provision it offline from
+    `source`: converge, idempotence, verify, and its provisioning-time ratio against the first
+    host's online converge (goal <= 0.5x). Nothing comes from this controller's caches: the
+    FFmpeg artifact too must come from `source`."""
     t = time.monotonic()
-    host = lab.add("labm")
-    inv = lab.inventory(work / "inventory-mirror-client.ini", hosts=[host],
-                        host_vars={host.name: {"lab_mirror_host": mirror.ip}})
-    timings.append(("boot host M", time.monotonic() - t))
-    # Nothing from this controller's caches: the FFmpeg artifact must come from the mirror host.
-    extra = ("-e", "lab_mode=offline", "-e", "ffmpeg_artifact_source_dir=")
+    host = lab.add(name)
+    inv = lab.inventory(work / f"inventory-{name}.ini", hosts=[host], host_vars={name: host_vars or {}})
+    timings.append((f"boot host {label}", time.monotonic() - t))
+    extra = ("-e", "lab_mode=offline", "-e", "ffmpeg_artifact_source_dir=", *extra)
     t = time.monotonic()
-    rc, out = playbook(inv, secrets, *extra, log=work / "mirror-client-converge.log")
-    timings.append(("M converge", time.monotonic() - t))
+    rc, out = playbook(inv, secrets, *extra, log=work / f"{name}-converge.log")
+    timings.append((f"{label} converge", time.monotonic() - t))
     if rc != 0:
         print(out[-6000:])
-        return [f"host M from {mirror.name}'s mirrors: rc={rc}; full log: {work / 'mirror-client-converge.log'}"]
-    failures = no_changes("M idempotence", inv, secrets, *extra, log=work / "mirror-client-idempotence.log",
+        return host, [f"host {label} {source}: rc={rc}; full log: {work / f'{name}-converge.log'}"]
+    failures = no_changes(f"{label} idempotence", inv, secrets, *extra, log=work / f"{name}-idempotence.log",
                           timings=timings)
-    failures += verified("M verify", inv, secrets, timings)
-    # Its only sources really are the mirror host's.
+    failures += verified(f"{label} verify", inv, secrets, timings)
+    bench_line(source, dict(timings)[f"{label} converge"], dict(timings)["converge"])
+    return host, failures
+
+
+def mirror_client_phase(lab: labhosts.LabHosts, work: Path, secrets: Path,
+                        timings: list[tuple[str, float]]) -> list[str]:
+    """A brand-new host provisioned over the lab network solely from the first host's mirrors
+    (lab_mirror_host): pip from its devpi, apt from its Debian mirror, the FFmpeg artifact from
+    its store; its apt and pip sources must be that host's only."""
+    mirror = lab.hosts[0]
+    host, failures = second_host(lab, work, secrets, timings, name="labm", label="M",
+                                 source=f"from {mirror.name}'s mirrors", extra=(),
+                                 host_vars={"lab_mirror_host": mirror.ip})
+    if failures:
+        return failures
     apt = set(host.sh("apt-cache policy | grep -oE '(https?://|file:/)[^ ]+' | sort -u", check=False).stdout.split())
     pip = host.sh("sed -n 's/^index-url *= *//p' /etc/pip.conf", check=False).stdout.split()
     print(f"host M: apt's sources {sorted(apt)}, pip's index {pip}")
     if apt != {f"http://{mirror.ip}:3180/apt"} or pip != [f"http://{mirror.ip}:3141/lab/offline/+simple/"]:
         failures.append(f"host M: apt's sources {sorted(apt)} and pip's index {pip} must be {mirror.name}'s only")
-    bench_line(f"from {mirror.name}'s mirrors", dict(timings)["M converge"], dict(timings)["converge"])
     return failures
 
 
 def bundle_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: Path,
                  timings: list[tuple[str, float]]) -> list[str]:
-    """A second, brand-new host with no way out at all, provisioned only from a bundle of the
-    first host's store (make bundle): converge, idempotence, verify; and the provisioning-time
-    ratio against the first host's online converge (goal <= 0.5x)."""
+    """make bundle of the first host's store, then a brand-new host provisioned only from it."""
     bundle = work / "bundle"
     shutil.rmtree(bundle, ignore_errors=True)
     t = time.monotonic()
@@ -212,23 +222,8 @@ def bundle_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: P
         return [f"make bundle: rc={rc}; full log: {work / 'bundle.log'}"]
     size = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file())
     print(f"bundle: {size / 2**20:.0f} MiB in {bundle}")
-
-    t = time.monotonic()
-    host = lab.add("labb")
-    inv_b = lab.inventory(work / "inventory-bundle.ini", hosts=[host])
-    timings.append(("boot host B", time.monotonic() - t))
-    # Nothing from this controller's caches: the FFmpeg artifact must come from the bundle.
-    extra = ("-e", "lab_mode=offline", "-e", f"lab_bundle_dir={bundle}", "-e", "ffmpeg_artifact_source_dir=")
-    t = time.monotonic()
-    rc, out = playbook(inv_b, secrets, *extra, log=work / "bundle-converge.log")
-    timings.append(("B converge", time.monotonic() - t))
-    if rc != 0:
-        print(out[-6000:])
-        return [f"host B from the bundle: rc={rc}; full log: {work / 'bundle-converge.log'}"]
-    failures = no_changes("B idempotence", inv_b, secrets, *extra, log=work / "bundle-idempotence.log",
-                          timings=timings)
-    failures += verified("B verify", inv_b, secrets, timings)
-    bench_line("from a bundle", dict(timings)["B converge"], dict(timings)["converge"])
+    _, failures = second_host(lab, work, secrets, timings, name="labb", label="B", source="from a bundle",
+                              extra=("-e", f"lab_bundle_dir={bundle}"))
     return failures
 
 
