@@ -10,7 +10,7 @@ import socket
 import ssl
 import time
 
-from helpers import BIG, SMALL, http_get, https_get, split_response
+from helpers import BIG, SMALL, _read_all, http_get, https_get, split_response
 
 RACY_WINDOW = 2.0   # demolab_cache.store.RACY_WINDOW
 
@@ -114,15 +114,6 @@ def test_untrusted_entry_corrupted_right_after_a_hit(proxies, origin, store):
     assert b"X-Demolab-Cache: CORRUPT" in split_response(http_get(off.port, url))[1]
 
 
-def read_until_close(sock):
-    chunks = []
-    while True:
-        data = sock.recv(1 << 20)
-        if not data:
-            return b"".join(chunks)
-        chunks.append(data)
-
-
 def test_pipelined_requests_are_answered_in_order(proxies, origin, store):
     """A large response is partly sent at once and partly queued: what follows must wait."""
     urls = [f"http://127.0.0.1:{origin.port}/small/p1", f"http://127.0.0.1:{origin.port}/big",
@@ -146,7 +137,7 @@ def test_pipelined_requests_are_answered_in_order(proxies, origin, store):
         assert got == recorded[urls[2]]
         sock.sendall(requests)
         time.sleep(0.5)   # the client reads late: the proxy's socket buffer fills meanwhile
-        got = read_until_close(sock)
+        got = _read_all(sock)
     pos = 0
     for url in order:
         if url == urls[3]:
@@ -182,16 +173,8 @@ def test_https_keep_alive_in_the_tunnel(proxies, tls_origin, store, pki):
             f"GET {p} HTTP/1.1\r\nHost: {target}\r\n".encode() + (b"Connection: close\r\n" if i == 2 else b"")
             + b"\r\n" for i, p in enumerate(order)))
         time.sleep(0.3)
-        chunks = []
-        while True:
-            try:
-                data = tls.recv(1 << 20)
-            except (ssl.SSLEOFError, ConnectionResetError):
-                break
-            if not data:
-                break
-            chunks.append(data)
-    assert b"".join(chunks) == b"".join(recorded[p] for p in order)
+        got = _read_all(tls)
+    assert got == b"".join(recorded[p] for p in order)
 
 
 def test_remembered_entries_are_bounded(tmp_path, monkeypatch):
