@@ -1,0 +1,54 @@
+"""demolab-talk: read a talk file.
+
+  demolab-talk check [FILE]   validate (one line naming file, line and step on an error)
+  demolab-talk show [FILE]    the steps, one line each
+  demolab-talk json [FILE]    the validated model as JSON (what Ansible reads)
+  demolab-talk needs [FILE]   what the talk needs offline (pip, apt, urls) as JSON
+
+FILE defaults to $DEMOLAB_TALK, else /etc/demolab/talk/talk.yml.
+Exit codes: 0 ok, 1 the talk file is not valid, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict
+
+from .model import TalkError, load
+
+DEFAULT_TALK = "/etc/demolab/talk/talk.yml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="demolab-talk", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("action", choices=["check", "show", "json", "needs"])
+    ap.add_argument("file", nargs="?", default=os.environ.get("DEMOLAB_TALK", DEFAULT_TALK))
+    a = ap.parse_args(argv)
+    try:
+        talk = load(a.file)
+    except TalkError as exc:
+        print(f"demolab-talk: {exc}", file=sys.stderr)
+        return 1
+    if a.action == "check":
+        print(f"{a.file}: {len(talk.steps)} steps, ok")
+    elif a.action == "show":
+        width = len(str(len(talk.steps)))
+        for n, s in enumerate(talk.steps, 1):
+            tags = [t for t, on in (("hotkey " + s.hotkey.name if s.hotkey else "", s.hotkey),
+                                    ("command", s.command), ("open", s.open), ("risky", s.risky)) if on]
+            print(f"{n:>{width}}. {s.id:<16} {s.title}" + (f"  [{', '.join(tags)}]" if tags else ""))
+    elif a.action == "json":
+        json.dump(talk.to_dict(), sys.stdout, indent=1)
+        print()
+    else:
+        json.dump(asdict(talk.needs()), sys.stdout, indent=1)
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
