@@ -18,8 +18,9 @@ import sys
 from dataclasses import asdict
 
 from .model import TalkError, load
+from .paths import TALK_FILE
 
-DEFAULT_TALK = "/etc/demolab/talk/talk.yml"
+DEFAULT_TALK = str(TALK_FILE)
 
 
 def main(argv: list[str] | None = None) -> int:
