@@ -87,8 +87,12 @@ def write_lock(path: Path, wheels: list[Path], wrong: str | None = None) -> Path
 class Upstream:
     """A PEP 503 simple index on loopback (stands in for PyPI)."""
 
-    def __init__(self, root: Path, wheels: list[Path]):
+    def __init__(self, root: Path, wheels: list[Path], fail: dict[str, int] | None = None):
+        """`fail`: file name -> how many GETs of it answer 502 Bad Gateway first (a passing
+        fault on the way to the upstream)."""
         self.root = root
+        self.failures = dict(fail or {})
+        self.lock = threading.Lock()
         simple = root / "simple"
         for wheel in wheels:
             project = re.sub(r"[-_.]+", "-", wheel.name.split("-")[0]).lower()
@@ -100,7 +104,7 @@ class Upstream:
             (pdir / "index.html").write_text(f"<html><body>\n{links}</body></html>\n")
         (simple / "index.html").write_text("".join(
             f'<a href="{p.name}/">{p.name}</a>\n' for p in sorted(simple.iterdir()) if p.is_dir()))
-        handler = partial(_QuietHandler, directory=str(root))
+        handler = partial(_QuietHandler, directory=str(root), upstream=self)
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/simple/"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -112,6 +116,21 @@ class Upstream:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def __init__(self, *args, upstream: Upstream, **kwargs):
+        self.upstream = upstream
+        super().__init__(*args, **kwargs)
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        name = self.path.split("?")[0].rsplit("/", 1)[-1]
+        with self.upstream.lock:
+            left = self.upstream.failures.get(name, 0)
+            if left:
+                self.upstream.failures[name] = left - 1
+        if left:
+            self.send_error(502, "Bad Gateway")
+            return
+        super().do_GET()
+
     def log_message(self, *args):
         pass
 

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import MIRROR_LOCK, TARGET, DevpiServer, clean_pip_env, result, sha256, write_lock
+from helpers import MIRROR_LOCK, TARGET, DevpiServer, Upstream, clean_pip_env, result, sha256, write_lock
 
 
 def fill(devpi, lock: Path, store: Path, env, *extra: str, popen: bool = False):
@@ -283,3 +283,35 @@ def test_disk_full_while_filling_is_clear_and_nothing_half_written(devpi, bulk_w
     have = devpi.index_files()
     assert set(have) == {w.name for w in bulk_wheels}
     assert all(have[w.name] == sha256(w) for w in bulk_wheels)
+
+
+def test_passing_upstream_fault_is_retried(devpi, wheels, tmp_path, pip_env, monkeypatch):
+    """The index answers 502 for one wheel twice (pip gives up at once): the fill tries
+    the download again after a pause and completes, saying why it waited."""
+    flaky = Upstream(tmp_path / "flaky", list(wheels.values()), fail={wheels["demolab-gamma"].name: 2})
+    try:
+        lock = write_lock(tmp_path / "flaky.lock", [wheels["demolab-beta"], wheels["demolab-gamma"]])
+        env = dict(pip_env, DEMOLAB_DEVPI_RETRY_PAUSE="1")
+        done = devpi.tool("fill", "--lock", str(lock), "--store", str(tmp_path / "store"), "--target", TARGET,
+                          "--pip-index-url", flaky.url, env=env)
+        assert done.returncode == 0, done.stderr
+        assert "502" in done.stderr and "trying again" in done.stderr
+        assert flaky.failures[wheels["demolab-gamma"].name] == 0
+        assert len(devpi.index_files()) == 2
+    finally:
+        flaky.close()
+
+
+def test_persistent_upstream_fault_is_a_clear_failure(devpi, wheels, tmp_path, pip_env):
+    flaky = Upstream(tmp_path / "broken", list(wheels.values()), fail={wheels["demolab-beta"].name: 1000})
+    try:
+        lock = write_lock(tmp_path / "broken.lock", [wheels["demolab-beta"]])
+        env = dict(pip_env, DEMOLAB_DEVPI_RETRY_PAUSE="0.2")
+        done = devpi.tool("fill", "--lock", str(lock), "--store", str(tmp_path / "store"), "--target", TARGET,
+                          "--pip-index-url", flaky.url, env=env)
+        assert done.returncode == 2
+        assert "pip download failed" in done.stderr and "502" in done.stderr
+        assert "attempt 3 of 3" in done.stderr
+        assert not (tmp_path / "store" / "manifest.json").exists()
+    finally:
+        flaky.close()
