@@ -4,6 +4,7 @@ terminal restored whatever way it ends."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import signal
@@ -107,11 +108,15 @@ def test_skip_and_back_move_between_steps_without_running(lab: Lab):
     assert not (lab.workdir / "ran-second").exists()     # skipped twice, never run
 
 
-def test_start_at_a_step(lab: Lab):
+def test_start_at_a_step_with_the_rehearsal_verdict(lab: Lab):
     three_steps(lab)
+    (lab.state / "rehearsal.json").write_text(json.dumps({"talk": {"steps": [
+        {"id": "second", "status": "pass"}, {"id": "third", "status": "fail", "reason": "exit 1"}]}}))
     s = lab.play("--step", "third")
-    s.wait(r"── 3/3  The third step")
+    s.wait(r"── 3/3  The third step  \[third · rehearsed: fail\]")
     assert "1/3" not in s.text()
+    s.send(CTRL_P)
+    s.wait(r"── 2/3  The second step  \[second · rehearsed: pass\]")
 
 
 def test_fallback_key_plays_the_recording_at_its_original_pace(lab: Lab):

@@ -269,7 +269,11 @@ def run_foreground(term: Terminal, argv: list[str], *, cwd: str | None = None,
         if status is None:
             _signal_job(fd, proc.pid, signal.SIGTERM)
         _take_terminal(fd, os.getpgrp())
-        term.raw()
+        try:
+            term.raw()
+            term.discard_input()   # keys typed while it ran were not meant for the next step
+        except termios.error:
+            pass                   # the terminal hung up: the caller is on its way out
     code = os.waitstatus_to_exitcode(status)
     if code < 0:
         code = 128 - code
