@@ -32,7 +32,8 @@ from conftest import (
     Lab,
 )
 
-HELLO = 'echo "sum=$((6*7)) in $(pwd)"; [ -t 0 ] && [ -t 1 ] && echo on-a-tty; stty size; greet; echo "$TALK_ENV"'
+HELLO = ('echo "sum=$((6*7)) in $(pwd)"; [ "$(tty)" = "$(readlink /proc/$PPID/fd/0)" ] && echo on-the-tty;'
+         ' stty size; greet; echo "$TALK_ENV"')
 
 
 def three_steps(lab: Lab, **second: object) -> None:
@@ -65,7 +66,7 @@ def test_keys_type_the_command_and_enter_runs_it_live(lab: Lab):
     assert "sum=42" not in s.text()                     # only typed so far: nothing ran
     s.send(ENTER)
     s.wait(rf"^sum=42 in {re.escape(str(lab.workdir))}$")   # computed by bash, in the workdir
-    s.wait(r"^on-a-tty$")                                # the command has the real terminal
+    s.wait(r"^on-the-tty$")                              # the command has lab-play's own terminal
     s.wait(rf"^{ROWS} {COLS}$")                             # ... of the presenter's size
     s.wait(r"^greeted-by-the-alias$")                    # the presenter's ~/.bashrc: aliases
     s.wait(r"^from-bashrc$")                             # ... and environment

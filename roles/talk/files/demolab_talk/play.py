@@ -21,9 +21,11 @@ Why not doitlive (read for the idea: magic typing in termios raw mode, one key -
 characters, backspace un-types): its unit is a flat session file of commands run one after
 another with state carried between them; it has no steps with notes, no going back or
 skipping, no recorded fallback and no expect checks, and it would be a second talk format
-beside talk/talk.yml. The player below is that one idea plus the step/fallback model, on the
-standard library only (termios raw mode and plain ANSI, no curses), so it runs the same over
-SSH and in tmux. Fallbacks play with Debian's `asciinema play`.
+beside talk/talk.yml. demo-magic (bash: `pe` types at a fixed rate through `pv`, then waits
+for Enter) sets the pace itself instead of following the presenter's keys. The player below
+is doitlive's one idea plus the step/fallback model, on the standard library only (termios
+raw mode and plain ANSI, no curses), so it runs the same over SSH and in tmux. Fallbacks play
+with Debian's `asciinema play`.
 
 Each step runs on its own (a fresh shell in the workdir, no state carried from the previous
 step), as the rehearsal runs it: skipping, going back or falling back never leaves the next
