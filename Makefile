@@ -21,7 +21,7 @@ CONTROLLER_PKGS := python3-venv python3-pip openssh-client iproute2 debootstrap 
 	systemd-container zstd apt-cacher-ng sudo
 
 .PHONY: help deps venv wheel lab bundle offline online rehearse ready verify lint unit quick test test-hosts test-local \
-	test-http-cache test-devpi test-media test-apt-mirror test-demo-app clean
+	test-http-cache test-devpi test-media test-apt-mirror test-demo-app test-talk bench-talk clean
 
 help:
 	@sed -n '2,5p' Makefile | sed 's/^# //'
@@ -135,7 +135,16 @@ test-http-cache: venv
 	@echo "==> http_cache (proxy.py replay cache)"
 	@bash tests/http_cache/run.sh
 
-test: quick test-demo-app test-devpi test-http-cache test-media test-apt-mirror test-hosts test-local
+# lab-play through a real pty (pexpect + pyte) and in tmux, real asciinema recordings (< 1 min).
+test-talk: venv
+	@echo "==> talk: lab-play on a real pty (typing, live runs, skip/back, fallbacks, copy, terminal restored)"
+	@$(BIN)/pytest -q tests/talk -p no:cacheprovider
+
+# lab-play's keypress-to-character latency through a pty, beside cat's (goal: p99 < 20 ms).
+bench-talk: venv
+	@$(BIN)/python tests/talk/bench_latency.py
+
+test: quick test-talk test-demo-app test-devpi test-http-cache test-media test-apt-mirror test-hosts test-local
 	@echo "==> all tests passed"
 
 clean:
