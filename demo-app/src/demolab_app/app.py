@@ -24,6 +24,7 @@ from pyramid.response import Response
 from redis import RedisError
 
 from .broadcast import Broadcaster
+from .chunkcache import ChunkCache, FileCache
 from .config import CODECS, Settings
 from .cpu import CpuBroadcaster
 from .relay import ANNOUNCE_EVENT, Publisher, Relay
@@ -70,6 +71,11 @@ class Services:
         )
         self.db = self.mongo[settings.mongodb_database]
         self.bucket = GridFSBucket(self.db, bucket_name=settings.mongodb_bucket)
+        # stored videos never change: chunks and files documents from memory (0 = off)
+        self.chunk_cache = (
+            ChunkCache(settings.chunk_cache_bytes) if settings.chunk_cache_bytes else None
+        )
+        self.file_cache = FileCache() if settings.chunk_cache_bytes else None
         self.publisher = Publisher(
             settings.redis_url, settings.redis_password, settings.redis_channel
         )
@@ -186,6 +192,7 @@ def healthz_view(request: Request) -> Response:
         "mongodb": {"ok": mongo_ok, "detail": mongo_detail},
         "ffmpeg": {"ok": services.ffmpeg_version is not None, "version": services.ffmpeg_version},
         "clients": services.clients,
+        "chunk_cache": services.chunk_cache.stats() if services.chunk_cache else None,
     }
     response = Response(status=200 if healthy else 503, json_body=body)
     response.cache_control = "no-store"
@@ -307,7 +314,8 @@ def video_view(request: Request) -> Response:
     services = services_of(request)
     try:
         video = find_video(services.db, services.settings.mongodb_bucket,
-                           request.matchdict["fileid"])  # fmt: skip
+                           request.matchdict["fileid"], services.chunk_cache,
+                           services.file_cache)  # fmt: skip
     except PyMongoError as exc:
         return json_error(503, f"MongoDB is unavailable: {str(exc)[:160]}")
     if video is None:

@@ -59,12 +59,15 @@ class Settings:
     cpu_interval: float = 1.0
     cpu_history: int = 60
     local_media_dir: str = ""
+    chunk_cache_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.video_codec not in CODECS:
             raise ValueError(f"video_codec must be one of {CODECS}, not {self.video_codec!r}")
         if self.max_upload_bytes <= 0:
             raise ValueError("max_upload_bytes must be positive")
+        if self.chunk_cache_bytes < 0:
+            raise ValueError("chunk_cache_bytes must be >= 0 (0 turns the chunk cache off)")
 
     @property
     def ffprobe_path(self) -> str:
