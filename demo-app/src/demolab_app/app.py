@@ -23,6 +23,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 from redis import RedisError
 
+from .audience import page_context
 from .broadcast import Broadcaster
 from .chunkcache import ChunkCache, FileCache
 from .config import CODECS, Settings
@@ -93,6 +94,7 @@ class Services:
         self.transcode_slots = BoundedSemaphore(max(1, settings.max_transcodes))
         self.ffmpeg_version = ffmpeg_version(settings.ffmpeg)
         self.clients = 0
+        self.audience: Any = None  # audience.AudienceServer when audience mode is on
 
     def start(self) -> None:
         self.cpu.start()
@@ -164,9 +166,11 @@ def json_error(status: int, message: str, **extra: Any) -> Response:
 def index_view(request: Request) -> Response:
     settings = services_of(request).settings
     template = resources.files("demolab_app").joinpath("templates/index.html").read_text()
+    viewer = page_context(request.environ, settings, int(request.environ["SERVER_PORT"]))
     page = string.Template(template).substitute(
         max_upload_bytes=html.escape(str(settings.max_upload_bytes)),
         default_codec=html.escape(settings.video_codec),
+        **{key: html.escape(value) for key, value in viewer.items()},
     )
     response = Response(page, content_type="text/html", charset="utf-8")
     response.headers["Content-Security-Policy"] = (
@@ -193,6 +197,7 @@ def healthz_view(request: Request) -> Response:
         "ffmpeg": {"ok": services.ffmpeg_version is not None, "version": services.ffmpeg_version},
         "clients": services.clients,
         "chunk_cache": services.chunk_cache.stats() if services.chunk_cache else None,
+        "audience": services.audience.stats() if services.audience else None,
     }
     response = Response(status=200 if healthy else 503, json_body=body)
     response.cache_control = "no-store"
