@@ -109,10 +109,10 @@ def _hex_ip(address: str) -> str:
 
 
 def test_presenter_upload_plays_on_the_phone_and_the_phone_cannot_upload_without_token(
-    room: AppServer, netns: ClientNetns, mongo_server: SecantusServer, clip: Path, workdir: Path
+    room: AppServer, netns: ClientNetns, mongo_server: SecantusServer, clip: Path, artifacts: Path
 ) -> None:
     url = audience_url(room, netns)
-    shots = workdir / "artifacts"
+    shots = artifacts
     phone = netns.popen("browse", url, "--out", str(shots), "--wait-video")
     try:
         assert phone.stdout is not None
@@ -150,7 +150,7 @@ def test_presenter_upload_plays_on_the_phone_and_the_phone_cannot_upload_without
 
 
 def test_connection_caps_and_the_room_is_full_page(
-    room: AppServer, netns: ClientNetns, workdir: Path
+    room: AppServer, netns: ClientNetns, artifacts: Path
 ) -> None:
     host, port = netns.host_ip, room.port
     url = audience_url(room, netns)
@@ -169,7 +169,7 @@ def test_connection_caps_and_the_room_is_full_page(
         holders.append(netns.popen("hold", host, str(port), str(rest), "--source", b))
         assert json.loads(holders[1].stdout.readline())["held"] == rest  # type: ignore[union-attr]
         wait_for(lambda: audience_stats(room)["connections"] == MAX_TOTAL, 10, "room full")
-        full = netns.run("browse", url, "--out", str(workdir / "artifacts" / "full"))
+        full = netns.run("browse", url, "--out", str(artifacts / "room-full"))
         assert full["status"] == 503
         assert full["h1"] == "The room is full" and "tries again by itself" in full["text"]
         # the presenter and the app are fine meanwhile

@@ -65,19 +65,21 @@
   }
 
   /* -- the CPU chart: fills its box, follows the window, shows the current value ---------- */
-  var style = getComputedStyle(body);
-  var fontPx = parseFloat(style.fontSize) || 18;
-  var tickFont = { size: Math.round(fontPx * 0.7), lineHeight: Math.round(fontPx * 0.9),
-                   family: style.fontFamily, color: "#ffffff", style: "normal",
-                   variant: "normal", weight: "normal", fill: "#ffffff" };
+  function tickFont() {
+    var style = getComputedStyle(body);
+    var px = Math.round((parseFloat(style.fontSize) || 18) * 0.75);
+    return { size: px, lineHeight: Math.round(px * 1.2), family: style.fontFamily,
+             color: "#ffffff", fill: "#ffffff", style: "normal", variant: "normal", weight: "normal" };
+  }
+  var font = tickFont();
   var plot = $.plot("#cpu", [[]], {
     series: { lines: { show: true, lineWidth: 3, fill: 0.3 }, color: "#4fc3f7", shadowSize: 0 },
     xaxis: { mode: "time", timeBase: "milliseconds", timeformat: "%H:%M:%S",
-             minTickSize: [15, "second"], font: tickFont, axisLabel: "time (h:m:s)",
-             axisLabelFontSizePixels: tickFont.size },
-    yaxis: { min: 0, max: 100, autoScale: "none", ticks: [0, 25, 50, 75, 100], font: tickFont,
+             minTickSize: [15, "second"], font: font, axisLabel: "time (h:m:s)",
+             autoScale: "none", axisLabelFontSizePixels: font.size },
+    yaxis: { min: 0, max: 100, autoScale: "none", ticks: [0, 25, 50, 75, 100], font: font,
              tickFormatter: function (v) { return v.toFixed(0) + " %"; },
-             axisLabel: "CPU %", axisLabelFontSizePixels: tickFont.size },
+             axisLabel: "CPU %", axisLabelFontSizePixels: font.size },
     grid: { borderWidth: 1, color: "#bbbbbb", tickColor: "#444444", margin: { left: 8, top: 8, right: 12 } }
   });
   var cpuNow = document.getElementById("cpu-now");
@@ -89,6 +91,11 @@
   }
 
   function redraw() {
+    if (samples.length) {  /* always the last minute, so the time ticks are there from the start */
+      var x = plot.getAxes().xaxis.options;
+      x.max = samples[samples.length - 1][0];
+      x.min = x.max - WINDOW_MS;
+    }
     plot.setData([samples]);
     plot.setupGrid(true);
     plot.draw();
@@ -104,6 +111,13 @@
     resizePending = true;
     requestAnimationFrame(function () {
       resizePending = false;
+      var fresh = tickFont(), axes = plot.getAxes();
+      if (fresh.size !== font.size) {  /* the type follows the window's size */
+        font = fresh;
+        axes.xaxis.options.font = fresh;
+        axes.yaxis.options.font = fresh;
+        plot.clearTextCache();
+      }
       plot.resize();
       plot.setupGrid(true);
       plot.draw();
