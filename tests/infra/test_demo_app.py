@@ -10,6 +10,7 @@ from conftest import http_get
 SERVICE = "demolab-app"
 PORT = 8080
 APT_MIRROR_PORT = 3180  # roles/apt_mirror apt_mirror_port
+CONF = "/etc/demolab/demo-app.ini"  # roles/demo_app demo_app_conf_path
 
 
 def get(host, path: str) -> tuple[int, str]:
@@ -21,11 +22,11 @@ def test_service_runs(host, lab_service):
 
 
 def audience_address(host) -> str:
-    """demo_app_audience_address when audience mode is on (inventory variables), else ""."""
-    variables = host.ansible.get_variables()
-    if str(variables.get("demo_app_audience", False)).lower() not in {"true", "yes", "1"}:
-        return ""
-    return str(variables.get("demo_app_audience_address") or variables.get("lab_mirror_address"))
+    """The audience listener's address from the app's own configuration ("" = mode off), so
+    that it holds however the mode was turned on (inventory, -e)."""
+    done = host.run(f"sed -n 's/^audience_host *= *//p' {CONF}")
+    assert done.rc == 0, done.stderr
+    return done.stdout.strip()
 
 
 def listening_addresses(host, port: int) -> set[str]:
