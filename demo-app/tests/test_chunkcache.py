@@ -215,3 +215,29 @@ def test_app_serves_concurrent_ranges_of_a_new_video_with_one_query_per_block(
     assert after["misses"] - before["misses"] == chunks, (before, after)
     assert after["queries"] - before["queries"] <= chunks
     assert after["bytes"] <= after["max_bytes"]
+
+
+def test_warm_loads_the_first_chunks_within_its_share(counted: tuple[Any, FindCounter]) -> None:
+    db, counter = counted
+    file_id, data = put_file(db)
+    doc = db["videos.files"].find_one({"_id": file_id})
+    cache = ChunkCache(16 * CHUNK)
+    assert cache.warm(db["videos.chunks"], doc) == 4 * CHUNK  # a quarter of the cache
+    assert [(file_id, n) in cache for n in range(6)] == [True] * 4 + [False] * 2
+    before = counter.count("videos.chunks")
+    assert read(cache, db, file_id, 0, 3) == data[: 4 * CHUNK]
+    assert counter.count("videos.chunks") == before
+
+
+def test_an_uploaded_video_is_in_memory_when_announced(
+    app: AppServer, listener_factory: Any, big_clip: Any
+) -> None:
+    """The app warms the cache before it publishes: the pages' first reads are hits."""
+    from conftest import upload_and_wait
+
+    video = upload_and_wait(app, listener_factory(), big_clip, filename="warm.mp4")
+    before = requests.get(app.url + "/healthz", timeout=10).json()["chunk_cache"]
+    reply = requests.get(app.url + video["url"], headers={"Range": "bytes=0-65535"}, timeout=30)
+    assert reply.status_code == 206 and len(reply.content) == 65536
+    after = requests.get(app.url + "/healthz", timeout=10).json()["chunk_cache"]
+    assert after["misses"] == before["misses"] and after["hits"] > before["hits"]

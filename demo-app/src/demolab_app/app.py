@@ -133,6 +133,8 @@ class Services:
             with self.transcode_slots:
                 file_id = self.transcoder.run(job, self.bucket, lambda p: tell("progress", p))
             doc = self.db[f"{self.settings.mongodb_bucket}.files"].find_one({"_id": file_id})
+            if doc and self.chunk_cache is not None:  # every page asks for it at once: warm up
+                self.chunk_cache.warm(self.db[f"{self.settings.mongodb_bucket}.chunks"], doc)
             announcement = describe(doc or {"_id": file_id})
             warning = ""
             try:

@@ -93,6 +93,16 @@ class ChunkCache:
         for low in range(first, last + 1, self.batch):
             yield from self._block(collection, file_id, low, min(last, low + self.batch - 1))
 
+    def warm(self, collection: Any, doc: dict[str, Any], share: float = 0.25) -> int:
+        """Load a freshly stored file's first chunks (up to ``share`` of the cache) before it
+        is announced: every page then asks for bytes already in memory.  Returns bytes kept."""
+        length, chunk_size = int(doc.get("length", 0)), int(doc.get("chunkSize", 0))
+        budget = min(length, int(self.max_bytes * share))
+        if budget <= 0 or chunk_size <= 0:
+            return 0
+        last = (budget - 1) // chunk_size
+        return sum(len(data) for _, data in self.chunks(collection, doc["_id"], 0, last))
+
     def _block(
         self, collection: Any, file_id: ObjectId, low: int, high: int
     ) -> Iterator[tuple[int, bytes]]:
