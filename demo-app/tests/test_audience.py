@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,3 +183,41 @@ def test_connection_caps_and_the_room_is_full_page(
             holder.communicate(timeout=10)
     wait_for(lambda: audience_stats(room)["connections"] == 0, 20, "held connections closed")
     assert netns.run("get", url, "--source", c)["status"] == 200
+
+
+def decode_qr(path: Path) -> str:
+    """zbarimg (Debian's zbar-tools) reads the QR code in a screenshot."""
+    done = subprocess.run(
+        ["zbarimg", "--quiet", "--raw", str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, f"no QR code found in {path}: {done.stderr}"
+    return done.stdout.strip()
+
+
+def test_presenter_page_shows_the_audience_url_and_a_qr_code_of_it(
+    room: AppServer, netns: ClientNetns, artifacts: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+    from test_browser import ARGS, CHROMIUM
+
+    url = audience_url(room, netns)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1024, "height": 768})
+        page.goto(room.url + "/")
+        page.wait_for_function("document.getElementById('join-qr').hasAttribute('data-text')")
+        assert page.text_content("#join-url") == url
+        page.screenshot(path=str(artifacts / "presenter-1024x768.png"))
+        page.locator("#join-qr").screenshot(path=str(artifacts / "join-qr.png"))
+        assert decode_qr(artifacts / "join-qr.png") == url
+        box = page.locator("#videos-box").bounding_box()
+        assert box is not None and box["y"] + 40 < 768, "the QR header pushed the list away"
+        # the token is out of sight until the presenter opens the fold
+        assert not page.is_visible("#presenter-link")
+        page.click("#presenter-device summary")
+        page.locator("#presenter-qr").screenshot(path=str(artifacts / "presenter-device-qr.png"))
+        link = decode_qr(artifacts / "presenter-device-qr.png")
+        assert (
+            link == f"{url}#upload-token={TOKEN}" and page.text_content("#presenter-link") == link
+        )
+        browser.close()
