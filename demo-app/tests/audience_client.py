@@ -4,6 +4,7 @@
     audience_client.py get URL [--source IP]           one GET, bound to a source address
     audience_client.py upload URL FILE [--token T]     multipart POST /upload
     audience_client.py hold HOST PORT N --source IP    N idle connections until stdin closes
+    audience_client.py upload-ui URL#upload-token=T FILE --out DIR   the presenter's phone
     audience_client.py browse URL --out DIR [--wait-video]
                                                        headless Chromium: page, graph, video
 
@@ -154,6 +155,47 @@ def browse(url: str, outdir: Path, wait_video: bool) -> None:
         context.close()
 
 
+def upload_ui(url: str, path: Path, outdir: Path) -> None:
+    """The presenter's own phone: the link with the token in its fragment, then the form."""
+    from playwright.sync_api import sync_playwright
+    from test_browser import ARGS, CHROMIUM
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="dlst-chromium-") as profile, sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=ARGS, bypass_csp=True,
+            viewport={"width": 412, "height": 915},
+        )  # fmt: skip
+        page = context.new_page()
+        sent_headers: list[str] = []
+        page.on(
+            "request",
+            lambda req: sent_headers.append(json.dumps({"url": req.url, **req.headers})),
+        )
+        page.goto(url)
+        page.wait_for_function(
+            "document.getElementById('conn').textContent.startsWith('connected')", timeout=15_000
+        )
+        state = {
+            "href": page.evaluate("location.href"),
+            "uploadHidden": page.evaluate("document.getElementById('upload-box').hidden"),
+        }
+        page.set_input_files("#file", str(path))
+        page.click("#upload-button")
+        page.wait_for_function(
+            "['ok', 'error'].includes(document.getElementById('status').className)",
+            timeout=90_000,
+        )
+        state.update(
+            status=page.text_content("#status"),
+            kind=page.evaluate("document.getElementById('status').className"),
+            requests=sent_headers,
+        )
+        page.screenshot(path=str(outdir / "presenter-phone-upload.png"))
+        out(state)
+        context.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="action", required=True)
@@ -176,6 +218,10 @@ def main() -> int:
     p.add_argument("url")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--wait-video", action="store_true")
+    p = sub.add_parser("upload-ui")
+    p.add_argument("url")
+    p.add_argument("file", type=Path)
+    p.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
     if args.action == "probe":
         probe(args.host, args.ports)
@@ -183,6 +229,8 @@ def main() -> int:
         get(args.url, args.source)
     elif args.action == "upload":
         upload(args.url, args.file, args.token)
+    elif args.action == "upload-ui":
+        upload_ui(args.url, args.file, args.out)
     elif args.action == "hold":
         hold(args.host, args.port, args.count, args.source)
     else:

@@ -221,3 +221,21 @@ def test_presenter_page_shows_the_audience_url_and_a_qr_code_of_it(
             link == f"{url}#upload-token={TOKEN}" and page.text_content("#presenter-link") == link
         )
         browser.close()
+
+
+def test_the_presenters_phone_uploads_with_the_link_and_the_token_is_never_sent(
+    room: AppServer, netns: ClientNetns, mongo_server: SecantusServer, clip: Path, artifacts: Path
+) -> None:
+    url = audience_url(room, netns)
+    before = stored_count(mongo_server, room)
+    result = netns.run("upload-ui", f"{url}#upload-token={TOKEN}", str(clip), "--out",
+                       str(artifacts))  # fmt: skip
+    assert result["href"] == url, "the token stays in the address bar"
+    assert result["uploadHidden"] is False
+    assert result["kind"] == "ok" and "Stored clip.mp4" in result["status"], result["status"]
+    assert stored_count(mongo_server, room) == before + 1
+    sent = [json.loads(r) for r in result["requests"]]
+    uploads = [r for r in sent if r["url"].endswith("/upload")]
+    assert len(uploads) == 1 and uploads[0].get("x-demolab-upload-token") == TOKEN
+    # the token goes in that one header only: never in a URL the phone requested
+    assert not [r["url"] for r in sent if TOKEN in r["url"]]
