@@ -4,7 +4,10 @@
    (goals: p99 <= 100 ms at 1000, <= 1 s at 5000).
 2. Upload of a 30 s 640x360 clip → announcement received (goal <= 10 s).
 3. 1 MiB Range read from GridFS vs the same bytes from a local file through the same app
-   (goal <= 3x).
+   (goal <= 1.5x with the chunk cache; the same app without it for comparison).
+4. bench/stage.py (issue 12): audience fan-out from clients in a network namespace, page
+   weight, time to first graph point in Chromium, 1,000 concurrent Range requests for one
+   new video (with and without the chunk cache).
 
 The clients are minimal Engine.IO v4 / Socket.IO v5 websocket clients on one epoll loop
 (one process, thousands of sockets); the app, redis-server and SecantusDB run as in the
@@ -53,8 +56,12 @@ class Clients:
     join "/", answer pings and timestamp ``announce`` events.  No coroutine or thread per
     client, so the measuring side costs far less CPU per frame than the server side."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(
+        self, port: int, host: str = "127.0.0.1", sources: list[str] | None = None
+    ) -> None:
         self.port = port
+        self.host = host
+        self.sources = sources or []  # client addresses to spread the connections over
         self.epoll = select.epoll()
         self.socks: dict[int, socket.socket] = {}
         self.buffers: dict[int, bytearray] = {}
@@ -65,13 +72,18 @@ class Clients:
     def connect(self, count: int, batch: int = 200) -> None:
         for first in range(0, count, batch):
             fresh = []
-            for _ in range(min(batch, count - first)):
-                sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+            for i in range(min(batch, count - first)):
+                source = (
+                    (self.sources[(first + i) % len(self.sources)], 0) if self.sources else None
+                )
+                sock = socket.create_connection(
+                    (self.host, self.port), timeout=30, source_address=source
+                )
                 key = base64.b64encode(os.urandom(16)).decode()
                 sock.sendall(
                     (
                         "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
-                        f"Host: 127.0.0.1:{self.port}\r\nUpgrade: websocket\r\n"
+                        f"Host: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
                         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                         "Sec-WebSocket-Version: 13\r\n\r\n"
                     ).encode()
@@ -284,6 +296,14 @@ def raise_nofile() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+class _nothing:  # noqa: N801  (a no-op context manager when there is no namespace)
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -294,6 +314,11 @@ def main() -> int:
         "--cpu-interval", type=float, default=1.0, help="the app's CPU broadcast period (s)"
     )
     parser.add_argument("--reads", type=int, default=10)
+    parser.add_argument(
+        "--audience", default="200,1000",
+        help="audience fan-out client counts, from a network namespace (needs root); empty: skip",
+    )  # fmt: skip
+    parser.add_argument("--burst", type=int, default=1000, help="simultaneous Range requests")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",") if c]
     nofile = raise_nofile()
@@ -302,7 +327,12 @@ def main() -> int:
     load = os.getloadavg()
     print(f"nofile limit {nofile}; client counts {counts}; load avg {load[0]:.1f}", flush=True)
 
-    with tempfile.TemporaryDirectory(prefix="demolab-bench-") as tmp:
+    import stage
+    from netns import ClientNetns
+
+    audience_counts = [int(c) for c in args.audience.split(",") if c]
+    netns = ClientNetns(tag="bench", addresses=70) if audience_counts else None
+    with tempfile.TemporaryDirectory(prefix="demolab-bench-") as tmp, netns or _nothing():
         work = Path(tmp)
         local_dir = work / "local"
         local_dir.mkdir()
@@ -318,9 +348,20 @@ def main() -> int:
                 "DEMOLAB_LOCAL_MEDIA_DIR": str(local_dir),
                 "DEMOLAB_VIDEO_BITRATE": "1M",
                 "DEMOLAB_CPU_INTERVAL": str(args.cpu_interval),
+                **(
+                    {"DEMOLAB_AUDIENCE_HOST": netns.host_ip,
+                     "DEMOLAB_AUDIENCE_MAX_CONNECTIONS": "20000"}
+                    if netns else {}
+                ),
             },
-        )
+        )  # fmt: skip
+        # the same app without the chunk cache: the before of the Range numbers
+        uncached = AppServer(
+            work / "app-nocache", redis_server, mongo,
+            extra_env={"DEMOLAB_LOCAL_MEDIA_DIR": str(local_dir), "DEMOLAB_CHUNK_CACHE_BYTES": "0"},
+        )  # fmt: skip
         app.start()
+        uncached.start()
         try:
             results = []
             for count in counts:
@@ -340,8 +381,54 @@ def main() -> int:
             reads = range_reads(app, video, local_dir, args.reads)
             print(
                 f"1 MiB range: GridFS {reads['gridfs_ms']:.2f} ms, local file "
-                f"{reads['local_ms']:.2f} ms, ratio {reads['ratio']:.2f}x (goal <= 3x)"
+                f"{reads['local_ms']:.2f} ms, ratio {reads['ratio']:.2f}x (goal <= 1.5x)"
             )
+            before = range_reads(uncached, video, local_dir, args.reads)
+            print(
+                f"  without the chunk cache: GridFS {before['gridfs_ms']:.2f} ms, local file "
+                f"{before['local_ms']:.2f} ms, ratio {before['ratio']:.2f}x"
+            )
+            bursts = {}
+            runs = (("local file", app), ("cache, new video", app), ("cache, again", app),
+                    ("no cache, new video", uncached))  # fmt: skip
+            path = ""
+            for name, server in runs:
+                if name == "local file":  # the floor: the same bytes from a file, same app
+                    path, size = "/local/same.webm", reads["size"]
+                elif name != "cache, again":  # "again": the same video, now in memory
+                    fresh, size = stage.new_video(mongo, server.database, video["fileid"])
+                    path = f"/video/{fresh}.webm"
+                stats0 = stage.cache_stats(server.url)
+                burst = stage.concurrent_ranges(server.port, path, size, args.burst)
+                stats1 = stage.cache_stats(server.url)
+                queries = stats1.get("queries", 0) - stats0.get("queries", 0) if stats1 else None
+                queries = None if name == "local file" else queries
+                bursts[name] = burst
+                print(
+                    f"{args.burst} simultaneous 1 MiB ranges ({name}): "
+                    f"p50 {burst['p50_ms']:.0f} ms, p99 {burst['p99_ms']:.0f} ms, "
+                    f"all in {burst['wall_s']:.1f} s, failed {burst['failed']}, "
+                    f"chunk queries {queries if queries is not None else 'n/a'}",
+                    flush=True,
+                )
+            weight = stage.page_weight(app.url)
+            print(f"page weight of the demo page: {sum(weight.values()) / 1024:.0f} KiB "
+                  + ", ".join(f"{k} {v / 1024:.0f}" for k, v in weight.items()))  # fmt: skip
+            firsts = stage.first_graph_point(app.url)
+            print("time to first graph point in Chromium: "
+                  + ", ".join(f"{t:.0f}" for t in firsts) + " ms")  # fmt: skip
+            audience = []
+            for count in audience_counts:
+                assert netns is not None
+                result = stage.audience_fanout(app, redis_server, netns, count, args.rounds)
+                audience.append(result)
+                print(
+                    f"audience fan-out {count:>5} clients over {result['addresses']} addresses "
+                    f"(netns): connect {result['connect_s']:.1f}s, p50 {result['p50_ms']:.1f} ms, "
+                    f"p99 {result['p99_ms']:.1f} ms, max {result['max_ms']:.1f} ms, "
+                    f"missing {result['missing']}",
+                    flush=True,
+                )
             print("\nsummary (goal in brackets)")
             for r in results:
                 goal = {1000: " [p99 <= 100 ms]", 5000: " [p99 <= 1000 ms]"}.get(r["clients"], "")
@@ -350,8 +437,19 @@ def main() -> int:
                     f"p99 {r['p99_ms']:.0f} ms{goal}"
                 )
             print(f"  upload->announce: {elapsed:.2f} s [<= 10 s] (ffmpeg alone {alone:.2f} s)")
-            print(f"  gridfs/local 1 MiB range: {reads['ratio']:.2f}x [<= 3x]")
+            print(f"  gridfs/local 1 MiB range: {reads['ratio']:.2f}x [<= 1.5x] "
+                  f"(without the chunk cache {before['ratio']:.2f}x)")  # fmt: skip
+            for name, burst in bursts.items():
+                print(f"  {args.burst} simultaneous 1 MiB ranges, {name}: "
+                      f"p99 {burst['p99_ms']:.0f} ms")  # fmt: skip
+            for r in audience:
+                goal = " [p99 <= 200 ms]" if r["clients"] == 1000 else ""
+                print(f"  audience publish->all {r['clients']:>5}: p50 {r['p50_ms']:.0f} ms, "
+                      f"p99 {r['p99_ms']:.0f} ms{goal}")  # fmt: skip
+            print(f"  demo page weight: {sum(weight.values()) / 1024:.0f} KiB; first graph "
+                  f"point {stage.median(firsts):.0f} ms (median)")  # fmt: skip
         finally:
+            uncached.stop()
             app.stop()
             mongo.stop()
             redis_server.stop()

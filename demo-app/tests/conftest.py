@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -57,6 +58,15 @@ class Listener:
     def close(self) -> None:
         # websocket-client waits ~5 s for the closing handshake: don't hold the test for it
         threading.Thread(target=self.client.disconnect, daemon=True).start()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Screenshots kept after the run (DEMOLAB_TEST_ARTIFACTS, default demo-app/test-artifacts)."""
+    default = Path(__file__).resolve().parent.parent / "test-artifacts"
+    path = Path(os.environ.get("DEMOLAB_TEST_ARTIFACTS") or default)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="session")

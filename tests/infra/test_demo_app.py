@@ -9,6 +9,8 @@ from conftest import http_get
 
 SERVICE = "demolab-app"
 PORT = 8080
+APT_MIRROR_PORT = 3180  # roles/apt_mirror apt_mirror_port
+CONF = "/etc/demolab/demo-app.ini"  # roles/demo_app demo_app_conf_path
 
 
 def get(host, path: str) -> tuple[int, str]:
@@ -19,9 +21,52 @@ def test_service_runs(host, lab_service):
     assert lab_service.is_running(SERVICE), lab_service.logs(SERVICE)
 
 
-def test_listens_on_loopback_only(host):
-    listeners = [s for s in host.socket.get_listening_sockets() if s.endswith(f":{PORT}")]
-    assert listeners and all("127.0.0.1" in s for s in listeners), listeners
+def audience_address(host) -> str:
+    """The audience listener's address from the app's own configuration ("" = mode off), so
+    that it holds however the mode was turned on (inventory, -e)."""
+    done = host.run(f"sed -n 's/^audience_host *= *//p' {CONF}")
+    assert done.rc == 0, done.stderr
+    return done.stdout.strip()
+
+
+def listening_addresses(host, port: int) -> set[str]:
+    """Addresses a TCP port listens on ("tcp://127.0.0.1:6379" -> "127.0.0.1")."""
+    found = set()
+    for sock in host.socket.get_listening_sockets():
+        if sock.startswith("tcp") and sock.endswith(f":{port}"):
+            found.add(sock.split("://", 1)[1].rsplit(":", 1)[0].strip("[]"))
+    return found
+
+
+def test_listens_on_loopback_and_only_the_audience_address(host):
+    audience = audience_address(host)
+    assert listening_addresses(host, PORT) == {"127.0.0.1"} | ({audience} if audience else set())
+
+
+def test_lab_services_stay_off_the_lab_network_address(host):
+    """Redis and MongoDB: loopback only; the proxy: loopback unless http_cache_listen_address
+    says otherwise; devpi and the Debian mirror: loopback or lab_mirror_address (other lab
+    hosts install from them). None of them on a wildcard or on the audience's address."""
+    from test_devpi import PORT as DEVPI
+    from test_http_cache import PORT as PROXY
+    from test_mongodb import PORT as MONGODB
+    from test_redis import PORT as REDIS
+
+    variables = host.ansible.get_variables()
+    mirrors = {"127.0.0.1", str(variables.get("lab_mirror_address") or "127.0.0.1")}
+    audience = audience_address(host)
+    wildcards = {"0.0.0.0", "::", "*"}
+    loopback = {"127.0.0.1", "::1"}
+    proxy = loopback | {str(variables.get("http_cache_listen_address") or "127.0.0.1")}
+    allowed = {"redis": loopback, "mongodb": loopback, "proxy": proxy, "devpi": mirrors,
+               "Debian mirror": mirrors}
+    ports = {"redis": REDIS, "mongodb": MONGODB, "proxy": PROXY, "devpi": DEVPI,
+             "Debian mirror": APT_MIRROR_PORT}
+    for name, port in ports.items():
+        addresses = listening_addresses(host, port)
+        assert not addresses & wildcards, f"{name} listens on a wildcard: {addresses}"
+        assert addresses <= allowed[name], f"{name} listens beyond {allowed[name]}: {addresses}"
+        assert audience not in addresses, f"{name} answers on the audience address {audience}"
 
 
 def test_health_reports_every_dependency(host, lab_service):

@@ -110,3 +110,32 @@ def test_exporting_a_store_that_is_not_filled_says_what_to_run(tmp_path):
     assert "has no apt, pypi, devpi-venv, ffmpeg, http_cache" in text
     assert "run `make lab` there while" in text
     assert not (dest / "MANIFEST.json").exists() and not list(dest.glob("*.tar"))
+
+
+def test_audience_mode_on_loopback_is_refused_before_any_change(tmp_path):
+    secrets = tmp_path / "secrets"
+    out = playbook("--check", "--tags", "demo_app_install", "-e", "demo_app_audience=true",
+                   "-e", f"lab_secrets_dir={secrets}", tmp=tmp_path)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert "demo_app_audience_address is '127.0.0.1'" in text and "hotspot" in text
+    assert "Install what the demo app needs" not in text  # refused before the first change
+    assert not (secrets / "localhost" / "demo-app-upload-token").exists()
+
+
+def test_audience_mode_on_the_mirrors_address_is_refused(tmp_path):
+    out = playbook("--check", "--tags", "demo_app_install", "-e", "demo_app_audience=true",
+                   "-e", "lab_mirror_address=10.78.9.1", "-e", f"lab_secrets_dir={tmp_path}/s",
+                   tmp=tmp_path)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert "devpi and Debian mirror" in text and "10.78.9.1" in text
+
+
+def test_audience_mode_on_its_own_address_passes_the_checks(tmp_path):
+    out = playbook("--check", "--tags", "demo_app_install", "-e", "demo_app_audience=true",
+                   "-e", "demo_app_audience_address=10.78.9.7", "-e",
+                   f"lab_secrets_dir={tmp_path}/s", tmp=tmp_path)
+    text = out.stdout + out.stderr
+    assert "Keep the lab's mirrors away from the audience" in text
+    assert "demo_app_audience_address is" not in text, text[-3000:]

@@ -23,7 +23,9 @@ from pyramid.request import Request
 from pyramid.response import Response
 from redis import RedisError
 
+from .audience import page_context
 from .broadcast import Broadcaster
+from .chunkcache import ChunkCache, FileCache
 from .config import CODECS, Settings
 from .cpu import CpuBroadcaster
 from .relay import ANNOUNCE_EVENT, Publisher, Relay
@@ -70,6 +72,11 @@ class Services:
         )
         self.db = self.mongo[settings.mongodb_database]
         self.bucket = GridFSBucket(self.db, bucket_name=settings.mongodb_bucket)
+        # stored videos never change: chunks and files documents from memory (0 = off)
+        self.chunk_cache = (
+            ChunkCache(settings.chunk_cache_bytes) if settings.chunk_cache_bytes else None
+        )
+        self.file_cache = FileCache() if settings.chunk_cache_bytes else None
         self.publisher = Publisher(
             settings.redis_url, settings.redis_password, settings.redis_channel
         )
@@ -87,6 +94,7 @@ class Services:
         self.transcode_slots = BoundedSemaphore(max(1, settings.max_transcodes))
         self.ffmpeg_version = ffmpeg_version(settings.ffmpeg)
         self.clients = 0
+        self.audience: Any = None  # audience.AudienceServer when audience mode is on
 
     def start(self) -> None:
         self.cpu.start()
@@ -125,6 +133,8 @@ class Services:
             with self.transcode_slots:
                 file_id = self.transcoder.run(job, self.bucket, lambda p: tell("progress", p))
             doc = self.db[f"{self.settings.mongodb_bucket}.files"].find_one({"_id": file_id})
+            if doc and self.chunk_cache is not None:  # every page asks for it at once: warm up
+                self.chunk_cache.warm(self.db[f"{self.settings.mongodb_bucket}.chunks"], doc)
             announcement = describe(doc or {"_id": file_id})
             warning = ""
             try:
@@ -158,9 +168,11 @@ def json_error(status: int, message: str, **extra: Any) -> Response:
 def index_view(request: Request) -> Response:
     settings = services_of(request).settings
     template = resources.files("demolab_app").joinpath("templates/index.html").read_text()
+    viewer = page_context(request.environ, settings, int(request.environ["SERVER_PORT"]))
     page = string.Template(template).substitute(
         max_upload_bytes=html.escape(str(settings.max_upload_bytes)),
         default_codec=html.escape(settings.video_codec),
+        **{key: html.escape(value) for key, value in viewer.items()},
     )
     response = Response(page, content_type="text/html", charset="utf-8")
     response.headers["Content-Security-Policy"] = (
@@ -186,6 +198,8 @@ def healthz_view(request: Request) -> Response:
         "mongodb": {"ok": mongo_ok, "detail": mongo_detail},
         "ffmpeg": {"ok": services.ffmpeg_version is not None, "version": services.ffmpeg_version},
         "clients": services.clients,
+        "chunk_cache": services.chunk_cache.stats() if services.chunk_cache else None,
+        "audience": services.audience.stats() if services.audience else None,
     }
     response = Response(status=200 if healthy else 503, json_body=body)
     response.cache_control = "no-store"
@@ -307,7 +321,8 @@ def video_view(request: Request) -> Response:
     services = services_of(request)
     try:
         video = find_video(services.db, services.settings.mongodb_bucket,
-                           request.matchdict["fileid"])  # fmt: skip
+                           request.matchdict["fileid"], services.chunk_cache,
+                           services.file_cache)  # fmt: skip
     except PyMongoError as exc:
         return json_error(503, f"MongoDB is unavailable: {str(exc)[:160]}")
     if video is None:

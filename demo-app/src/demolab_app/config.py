@@ -32,6 +32,13 @@ class Settings:
     port: int = 8080
     backlog: int = 4096
     access_log: bool = False
+    # Audience mode (audience.py): also serve, read-only, on this address ("" = off); the
+    # presenter's upload token for other devices ("" = a random one per start).
+    audience_host: str = ""
+    audience_url: str = ""
+    audience_max_connections: int = 2000
+    audience_max_per_address: int = 16
+    upload_token: str = ""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password: str = ""
@@ -44,6 +51,8 @@ class Settings:
     mongodb_database: str = "demolab"
     mongodb_bucket: str = "videos"
     mongodb_timeout_ms: int = 2000
+    # stored videos' GridFS chunks kept in memory (LRU; 0 = off): chunkcache.py
+    chunk_cache_bytes: int = 64 * 1024 * 1024
 
     ffmpeg: str = field(default_factory=_default_ffmpeg)
     ffprobe: str = ""
@@ -65,6 +74,15 @@ class Settings:
             raise ValueError(f"video_codec must be one of {CODECS}, not {self.video_codec!r}")
         if self.max_upload_bytes <= 0:
             raise ValueError("max_upload_bytes must be positive")
+        if self.audience_host in {"0.0.0.0", "::", "*"}:
+            raise ValueError(
+                "audience_host must be one address (this machine's on the audience's network), "
+                "not a wildcard: the lab's other services must stay off it"
+            )
+        if self.audience_max_connections < 1 or self.audience_max_per_address < 1:
+            raise ValueError("audience_max_connections and audience_max_per_address must be >= 1")
+        if self.chunk_cache_bytes < 0:
+            raise ValueError("chunk_cache_bytes must be >= 0 (0 turns the chunk cache off)")
 
     @property
     def ffprobe_path(self) -> str:

@@ -13,6 +13,7 @@ import gevent  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
 
 from .app import create_app  # noqa: E402  (imports pyramid, redis, pymongo, socketio)
+from .audience import audience_url, make_server  # noqa: E402
 from .config import load_settings  # noqa: E402
 
 
@@ -43,14 +44,27 @@ def main(argv: list[str] | None = None) -> int:
         error_log=logging.getLogger("demolab_app.http"),
     )
 
+    audience = None
+
     def stop(signum: int) -> None:
         log.info("signal %s: stopping", signum)
         services.shutdown()
+        if audience is not None:
+            audience.stop(timeout=2)
         server.stop(timeout=2)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, stop, signum)
     server.start()
+    # audience mode: the same app, read-only and capped, on the lab network address too
+    audience = make_server(
+        settings, app, server.server_port, backlog=settings.backlog, log=server.log,
+        error_log=server.error_log,
+    )  # fmt: skip
+    services.audience = audience
+    if audience is not None:
+        audience.start()
+        log.info("audience: %s", audience_url(settings, server.server_port))
     services.start()
     log.info(
         "demolab-app listening on http://%s:%s (ffmpeg: %s)",

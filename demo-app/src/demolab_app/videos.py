@@ -17,6 +17,8 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo.database import Database
 
+from .chunkcache import ChunkCache, FileCache
+
 RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 FILE_READ = 256 * 1024
 
@@ -93,6 +95,7 @@ class GridFSVideo:
     length: int
     chunk_size: int
     content_type: str = "video/webm"
+    cache: ChunkCache | None = None
 
     @property
     def etag(self) -> str:
@@ -103,6 +106,14 @@ class GridFSVideo:
             return
         first = start // self.chunk_size
         last = end // self.chunk_size
+        if self.cache is not None:
+            chunks = self.cache.chunks(self.db[f"{self.bucket}.chunks"], self.file_id, first, last)
+            for n, data in chunks:
+                offset = n * self.chunk_size
+                lo = max(start - offset, 0)
+                hi = min(end - offset + 1, len(data))
+                yield data[lo:hi]
+            return
         cursor = (
             self.db[f"{self.bucket}.chunks"]
             .find(
@@ -129,15 +140,27 @@ class GridFSVideo:
             raise OSError(f"GridFS file {self.file_id}: chunks {expected}..{last} missing")
 
 
-def find_video(db: Database[Any], bucket: str, raw_id: str) -> GridFSVideo | None:
-    """Look up a GridFS file by its hex id; None if the id is invalid or unknown."""
+def find_video(
+    db: Database[Any],
+    bucket: str,
+    raw_id: str,
+    cache: ChunkCache | None = None,
+    files: FileCache | None = None,
+) -> GridFSVideo | None:
+    """Look up a GridFS file by its hex id; None if the id is invalid or unknown.
+
+    With ``files``, the files document comes from that cache (one query per id, however many
+    requests ask at once); with ``cache``, the chunks are read through it.
+    """
     try:
         file_id = ObjectId(raw_id)
     except (InvalidId, TypeError):
         return None
-    doc = db[f"{bucket}.files"].find_one(
-        {"_id": file_id}, {"length": 1, "chunkSize": 1, "metadata": 1}
-    )
+
+    def load(oid: ObjectId) -> dict[str, Any] | None:
+        return db[f"{bucket}.files"].find_one({"_id": oid}, {"length": 1, "chunkSize": 1})
+
+    doc = files.get(file_id, load) if files is not None else load(file_id)
     if doc is None:
         return None
     return GridFSVideo(
@@ -146,6 +169,7 @@ def find_video(db: Database[Any], bucket: str, raw_id: str) -> GridFSVideo | Non
         file_id=file_id,
         length=int(doc["length"]),
         chunk_size=int(doc["chunkSize"]),
+        cache=cache,
     )
 
 
