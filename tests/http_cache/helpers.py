@@ -157,11 +157,12 @@ class ProxyProcess:
         self.listen = listen
         self.store = store
         self.miss_log = workdir / "misses.jsonl"
+        self.hit_log = workdir / "hits.jsonl"
         self.log = workdir / f"{name}-{mode}-{self.port}.log"
         self.audit_log = workdir / f"{name}-{mode}-{self.port}.audit.jsonl"
         config = {
             "listen_address": listen, "port": self.port, "mode": mode,
-            "store_dir": str(store), "miss_log": str(self.miss_log),
+            "store_dir": str(store), "miss_log": str(self.miss_log), "hit_log": str(self.hit_log),
             "allow": allow or ["127.0.0.0/8", "::1/128"],
             "ca_cert": str(pki["lab_cert"]), "ca_key": str(pki["lab_key"]),
             "signing_key": str(pki["signing_key"]), "cert_dir": str(workdir / "certs"),
