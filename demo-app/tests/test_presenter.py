@@ -26,7 +26,7 @@ import pytest
 import requests
 import socketio
 from playwright.sync_api import BrowserContext, Page, sync_playwright
-from servers import AppServer, RedisServer, SecantusServer, wait_for
+from servers import SCREENSHOTS, AppServer, RedisServer, SecantusServer, wait_for
 from test_browser import ARGS, CHROMIUM, LOCAL_HOSTS
 
 HERE = Path(__file__).resolve().parent
@@ -34,7 +34,6 @@ REPO = HERE.parents[1]
 READY = REPO / "roles" / "lab" / "files" / "demolab-ready"
 TALK_LIB = REPO / "roles" / "talk" / "files"
 HTTP_CACHE_LIB = REPO / "roles" / "http_cache" / "files"
-SCREENSHOTS = Path(os.environ.get("DEMOLAB_SCREENSHOTS", HERE.parent / ".run" / "screenshots"))
 SIZES = ((1024, 768), (1920, 1080))
 HOSTILE = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 
