@@ -42,6 +42,7 @@ title: Real-time web, offline
 steps:
   - id: redis
     title: Redis, with a password
+    hotkey: {{name: redis, snippet: "redis-cli ping"}}
     command: redis-cli ping
     expect: {{output: PONG}}
     risky: true
@@ -337,6 +338,7 @@ def test_talk_lists_steps_with_statuses(chromium: BrowserContext, presenter_app:
                      ["proxy", "none", "NOT REHEARSED"]]  # fmt: skip
     assert page.text_content("#step-redis .step-n") == "1/3"
     assert "$ redis-cli ping" in (page.text_content("#step-redis .command") or "")
+    assert page.text_content("#step-redis .hotkey kbd") == "redis"
     # the talk's notes and the rehearsal's reason are text, never markup
     assert HOSTILE in (page.text_content("#step-redis .notes") or "")
     assert HOSTILE in (page.text_content("#step-upload .reason") or "")

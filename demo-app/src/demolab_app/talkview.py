@@ -118,6 +118,9 @@ def render_step(settings: Settings, index: int, total: int, step: dict[str, Any]
     ]
     if step.get("risky"):
         parts.append('<span class="badge badge-risky">risky</span>')
+    hotkey = step.get("hotkey")
+    if isinstance(hotkey, dict) and hotkey.get("name"):
+        parts.append(f'<span class="hotkey">hotkey <kbd>{_text(hotkey["name"])}</kbd></span>')
     cast = cast_file(settings, step_id) if valid else None
     if cast is not None:
         parts.append(
