@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 import socketio
-from servers import AppServer, RedisServer, SecantusServer, make_clip
+from servers import SCREENSHOTS, AppServer, RedisServer, SecantusServer, make_clip
 
 MAX_UPLOAD = 8 * 1024 * 1024
 
@@ -58,6 +58,17 @@ class Listener:
     def close(self) -> None:
         # websocket-client waits ~5 s for the closing handshake: don't hold the test for it
         threading.Thread(target=self.client.disconnect, daemon=True).start()
+
+
+SESSION_START = time.time()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The presenter pages' numbers (tests/test_presenter.py), when they were measured."""
+    metrics = SCREENSHOTS / "metrics.json"
+    if metrics.exists() and metrics.stat().st_mtime >= SESSION_START:
+        numbers = metrics.read_text().strip()
+        terminalreporter.write_line(f"presenter pages ({SCREENSHOTS}): {numbers}")
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,9 @@ import redis
 import requests
 
 VENV_BIN = Path(sys.executable).parent
+# Test artifacts kept after the run (screenshots, measured numbers)
+ARTIFACTS_DEFAULT = Path(__file__).resolve().parents[1] / ".run" / "screenshots"
+SCREENSHOTS = Path(os.environ.get("DEMOLAB_SCREENSHOTS", ARTIFACTS_DEFAULT))
 LOOPBACK = "127.0.0.1"
 
 

@@ -152,16 +152,18 @@ def tls_server_context(key: Path, cert: Path) -> ssl.SSLContext:
 class ProxyProcess:
     def __init__(self, workdir: Path, mode: str, store: Path, pki: dict, *,
                  allow: Optional[list[str]] = None, name: str = "proxy",
-                 listen: str = "127.0.0.1", acceptors: int = 1) -> None:
+                 listen: str = "127.0.0.1", acceptors: int = 1, hit_log: bool = True) -> None:
         self.port = free_port(listen)
         self.listen = listen
         self.store = store
         self.miss_log = workdir / "misses.jsonl"
+        self.hit_log = workdir / "hits.jsonl"
         self.log = workdir / f"{name}-{mode}-{self.port}.log"
         self.audit_log = workdir / f"{name}-{mode}-{self.port}.audit.jsonl"
         config = {
             "listen_address": listen, "port": self.port, "mode": mode,
             "store_dir": str(store), "miss_log": str(self.miss_log),
+            "hit_log": str(self.hit_log) if hit_log else "",
             "allow": allow or ["127.0.0.0/8", "::1/128"],
             "ca_cert": str(pki["lab_cert"]), "ca_key": str(pki["lab_key"]),
             "signing_key": str(pki["signing_key"]), "cert_dir": str(workdir / "certs"),

@@ -111,6 +111,39 @@ def test_offline_miss_is_fast_504_without_connection_attempt(proxies, origin, st
     assert "time" in misses[-1]
 
 
+def test_offline_hits_are_counted_in_the_hit_log(proxies, origin, store):
+    """The hit log (the demo app's /lab reads it): counts per worker, at most once a second."""
+    import http.client
+    urls = [f"http://127.0.0.1:{origin.port}/small/h{i}" for i in range(2)]
+    rec = proxies("record", store)
+    for url in urls:
+        http_get(rec.port, url)
+    rec.stop()
+    off = proxies("offline", store)
+    conn = http.client.HTTPConnection("127.0.0.1", off.port, timeout=10)
+    for i in range(7):
+        conn.request("GET", urls[i % 2])
+        resp = conn.getresponse()
+        assert resp.status == 200
+        resp.read()
+    conn.close()
+    assert split_response(http_get(off.port, f"http://127.0.0.1:{origin.port}/not-recorded"))[0] == 504
+    deadline = time.time() + 5
+    lines = []
+    while time.time() < deadline:
+        if off.hit_log.exists():
+            lines = [json.loads(x) for x in off.hit_log.read_text().splitlines()]
+            if sum(x["hits"] for x in lines) >= 7:
+                break
+        time.sleep(0.2)
+    assert sum(x["hits"] for x in lines) == 7, lines
+    assert lines[-1]["last"] in urls and lines[-1]["pid"] > 0
+    time.sleep(1.5)  # nothing more happened: the log stays as it was
+    assert len(off.hit_log.read_text().splitlines()) == len(lines)
+    for log in (off.hit_log, off.miss_log):
+        assert stat.S_IMODE(log.stat().st_mode) == 0o640, log
+
+
 def test_offline_miss_for_unresolvable_host_does_no_dns(proxies, store):
     off = proxies("offline", store)
     url = "http://demolab-never-resolved.invalid/page"

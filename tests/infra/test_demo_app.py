@@ -87,3 +87,32 @@ def test_page_loads_only_local_assets(host):
         if src.endswith(".js"):
             code, body = get(host, src)
             assert code == 200 and len(body) > 1000, src
+
+
+def test_presenter_pages_on_loopback(host):
+    """/talk and /lab (loopback only) render on the host, every asset local."""
+    for path, marker in (("/talk", "demolab talk"), ("/lab", "The lab at a glance")):
+        code, page = get(host, path)
+        assert code == 200 and marker in page, (path, code, page[:300])
+        sources = re.findall(r'(?:src|href)="(/static/[^"]+)"', page)
+        assert sources, path
+        for src in sources:
+            code, body = get(host, src)
+            assert code == 200 and len(body) > 1000, src
+
+
+def test_app_user_reads_what_lab_shows(host):
+    """The app's user runs the readiness report and reads the proxy's logs (its group)."""
+    user = "demolab-app"
+    groups = host.run(f"id -nG {user}").stdout.split()
+    assert "demolab-http-cache" in groups, groups
+    ready = host.run(f"runuser -u {user} -- /usr/local/bin/demolab-ready --json --ports-only")
+    assert ready.rc in (0, 1), ready.stderr
+    report = json.loads(ready.stdout)
+    assert report["services"] and report["mode"] in ("online", "offline"), report
+    logs = host.run(f"runuser -u {user} -- ls /var/lib/demolab/http_cache")
+    assert logs.rc == 0, logs.stderr
+    for name in ("misses.jsonl", "hits.jsonl"):
+        path = f"/var/lib/demolab/http_cache/{name}"
+        if host.file(path).exists:
+            assert host.run(f"runuser -u {user} -- head -c1 {path}").rc == 0, path

@@ -23,6 +23,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 from redis import RedisError
 
+from . import labview, talkview
 from .audience import page_context
 from .broadcast import Broadcaster
 from .chunkcache import ChunkCache, FileCache
@@ -366,6 +367,8 @@ def make_pyramid_app(services: Services) -> Any:
         if services.settings.local_media_dir:
             config.add_route("local", "/local/{name}")
             config.add_view(local_view, route_name="local", request_method=("GET", "HEAD"))
+        talkview.add_views(config)  # /talk (loopback only)
+        labview.add_views(config, services.sio, services.settings)  # /lab (loopback only)
         config.add_static_view(name="static", path="demolab_app:static", cache_max_age=3600)
         return config.make_wsgi_app()
 

@@ -69,6 +69,18 @@ class Settings:
     cpu_history: int = 60
     local_media_dir: str = ""
 
+    # The presenter's pages (/talk, /lab): where the lab keeps what they show. Defaults are
+    # the lab's own paths (roles/talk/files/demolab_talk/paths.py, the lab and http_cache
+    # roles); the demo_app role writes them into the INI file.
+    talk_json: str = "/etc/demolab/talk/talk.json"
+    rehearsal_json: str = "/var/lib/demolab/rehearsal.json"
+    casts_dir: str = "/var/lib/demolab/rehearsal/casts"
+    mirror_dir: str = "/var/lib/demolab/mirror"
+    miss_log: str = "/var/lib/demolab/http_cache/misses.jsonl"
+    hit_log: str = "/var/lib/demolab/http_cache/hits.jsonl"
+    ready_command: str = "/usr/local/bin/demolab-ready --json --ports-only"
+    ready_interval: float = 2.0
+
     def __post_init__(self) -> None:
         if self.video_codec not in CODECS:
             raise ValueError(f"video_codec must be one of {CODECS}, not {self.video_codec!r}")
@@ -83,6 +95,8 @@ class Settings:
             raise ValueError("audience_max_connections and audience_max_per_address must be >= 1")
         if self.chunk_cache_bytes < 0:
             raise ValueError("chunk_cache_bytes must be >= 0 (0 turns the chunk cache off)")
+        if self.ready_interval <= 0:
+            raise ValueError("ready_interval must be positive")
 
     @property
     def ffprobe_path(self) -> str:

@@ -26,7 +26,7 @@ from proxy.http.proxy import HttpProxyBasePlugin
 from proxy.http.responses import PROXY_TUNNEL_ESTABLISHED_RESPONSE_PKT
 
 from .framing import FramingError, ResponseFraming
-from .store import Recorder, Store, normalize_absolute, normalize_url
+from .store import HitLog, Recorder, Store, normalize_absolute, normalize_url
 from .tlscerts import ensure_leaf_cert
 
 logger = logging.getLogger("demolab_cache")
@@ -51,6 +51,11 @@ flags.add_argument(
     help="demolab cache: JSON-lines file that offline misses are appended to.",
 )
 flags.add_argument(
+    "--demolab-hit-log", type=str, default="",
+    help="demolab cache: JSON-lines file that each worker appends its offline hit count to "
+         "(at most once a second, only when there were hits).",
+)
+flags.add_argument(
     "--demolab-allow", type=str, default=DEFAULT_ALLOW,
     help="demolab cache: comma separated client networks allowed to use the proxy.",
 )
@@ -60,6 +65,7 @@ flags.add_argument(
 )
 
 _STORES: dict[tuple[str, str], Store] = {}
+_HIT_LOGS: dict[str, Optional[HitLog]] = {}
 _NETWORKS: dict[str, list[Any]] = {}
 _TARGETS: dict[tuple[Optional[tuple[str, str, int]], str], Optional[str]] = {}
 MAX_TARGETS = 4096       # remembered request-target -> URL normalizations per process
@@ -71,6 +77,13 @@ def _store_for(args: Any) -> Store:
     if key not in _STORES:
         _STORES[key] = Store(*key)
     return _STORES[key]
+
+
+def _hit_log_for(args: Any) -> Optional[HitLog]:
+    path = getattr(args, "demolab_hit_log", "")
+    if path not in _HIT_LOGS:
+        _HIT_LOGS[path] = HitLog(path) if path else None
+    return _HIT_LOGS[path]
 
 
 def _networks(spec: str) -> list[Any]:
@@ -122,6 +135,7 @@ class CachePlugin(HttpProxyBasePlugin):
         super().__init__(*args, **kwargs)
         self.mode: str = self.flags.demolab_mode
         self.store = _store_for(self.flags)
+        self.hit_log = _hit_log_for(self.flags)
         self.base: Optional[tuple[str, str, int]] = None   # CONNECT target
         # record state
         self.recording = True
@@ -369,6 +383,8 @@ class CachePlugin(HttpProxyBasePlugin):
         found = self.store.lookup(method, url)
         if found.status == "hit" and found.payload is not None:
             self._send(found.payload)
+            if self.hit_log is not None:
+                self.hit_log.hit(method, url)
             return
         reason = "miss"
         if found.status == "corrupt":

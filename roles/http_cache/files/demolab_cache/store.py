@@ -17,6 +17,7 @@ import json
 import logging
 import mmap
 import os
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -89,6 +90,72 @@ class _Verified:
     trusted: bool                     # signatures settled: a later change shows in them
 
 
+LOG_MODE = 0o640  # the miss and hit logs: the proxy's group reads them (the demo app's /lab)
+HIT_LOG_PERIOD = 1.0  # seconds: at most one hit-log line per proxy process and period
+HIT_LOG_MAX = 1024 * 1024  # bytes: a longer hit log is moved to FILE.1 (one generation kept)
+
+
+def append_line(path: str, line: str) -> None:
+    """Append one line (one write, O_APPEND: whole lines even with several writers)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
+    try:
+        os.fchmod(fd, LOG_MODE)  # the proxy's umask is 077; an older log may be 0600
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+class HitLog:
+    """Offline hits, counted in memory; a daemon thread appends the count once a period.
+
+    The hit path only adds one to an integer (``hit``): no I/O, no lock, no clock. Each proxy
+    process (a worker) has its own counter and thread, started at its first hit; the thread
+    writes ``{"time", "hits", "last", "pid"}`` when there were hits in the period, so the log
+    stays silent while nothing happens. Only the hit path writes ``count`` and only the
+    thread writes ``flushed``: no update is ever lost.
+    """
+
+    def __init__(self, path: str, period: float = HIT_LOG_PERIOD) -> None:
+        self.path = path
+        self.period = period
+        self.count = 0
+        self.flushed = 0
+        self.last = ""
+        self._thread: "Optional[threading.Thread]" = None
+
+    def hit(self, method: str, url: str) -> None:
+        self.count += 1
+        self.last = url if method == "GET" else method + " " + url
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="demolab-hit-log", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.period)
+            self.flush()
+
+    def flush(self) -> int:
+        new = self.count - self.flushed
+        if new <= 0:
+            return 0
+        self.flushed += new
+        line = json.dumps({
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "hits": new, "last": self.last, "pid": os.getpid(),
+        }) + "\n"
+        try:
+            try:
+                if os.stat(self.path).st_size > HIT_LOG_MAX:
+                    os.replace(self.path, self.path + ".1")
+            except FileNotFoundError:
+                pass
+            append_line(self.path, line)
+        except OSError as exc:
+            logger.error("cannot append to hit log %s: %s", self.path, exc)
+        return new
+
+
 class Store:
     def __init__(self, root: str, miss_log: str = "") -> None:
         self.root = os.path.abspath(root)
@@ -114,6 +181,8 @@ class Store:
                 pass
         if self.miss_log:
             os.makedirs(os.path.dirname(os.path.abspath(self.miss_log)), mode=0o700, exist_ok=True)
+            if os.path.exists(self.miss_log):
+                os.chmod(self.miss_log, LOG_MODE)  # readable by the proxy's group (the demo app)
 
     def _paths(self, key: str) -> tuple[str, str]:
         bucket = os.path.join(self.objects, key[:2])
@@ -223,11 +292,7 @@ class Store:
             "client": client,
         }) + "\n"
         try:
-            fd = os.open(self.miss_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, line.encode())
-            finally:
-                os.close(fd)
+            append_line(self.miss_log, line)
         except OSError as exc:
             logger.error("cannot append to miss log %s: %s", self.miss_log, exc)
 
