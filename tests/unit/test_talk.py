@@ -59,21 +59,35 @@ def test_every_step_with_a_command_says_what_it_must_show(talk):
             assert step.expect and (step.expect.output or step.expect.url), step.id
 
 
+def lab_ports() -> set[int]:
+    """The loopback ports of the lab's services (their roles' defaults)."""
+    ports = set()
+    for role, key in (("demo_app", "demo_app_port"), ("http_cache", "http_cache_port"), ("devpi", "devpi_port"),
+                      ("apt_mirror", "apt_mirror_port")):
+        ports.add(int(yaml.safe_load((REPO / "roles" / role / "defaults/main.yml").read_text())[key]))
+    return ports
+
+
 def test_every_url_is_lab_local_and_exists_in_the_demo_app(talk):
     """Replayable offline: the demo app (its routes, its static files) or another loopback
     URL; whatever the talk opens from elsewhere must be recorded (needs.urls)."""
     static = {p.name for p in (REPO / "demo-app/src/demolab_app/static").iterdir()}
     static |= set(re.findall(r"\$\(STATIC\)/([\w.-]+)", (REPO / "demo-app/Makefile").read_text()))
     routes = set(re.findall(r'add_route\("\w+", "(/[^"{]*)', (REPO / "demo-app/src/demolab_app/app.py").read_text()))
+    routes.add("/socket.io/")  # socketio.WSGIApp in front of Pyramid (its default path)
     recorded = set(talk.needs().urls)
     for step in talk.steps:
         urls = [u for u in (step.open, step.expect.url if step.expect else None) if u]
         for text in (step.command or "", step.hotkey.snippet or "" if step.hotkey else "",
                      step.hotkey.run or "" if step.hotkey else ""):
             urls += URL_RE.findall(text)
+            # $DEMO_URL (presenter_kit_demo_url: the demo app) followed by a literal path
+            urls += ["http://127.0.0.1:8080" + m for m in re.findall(r"\$DEMO_URL(/[\w./-]*)", text)]
         for url in urls + step.needs.urls:
-            host = re.match(r"https?://([^/:]+)", url).group(1)
+            host, port = re.match(r"https?://([^/:]+)(?::(\d+))?", url).groups()
             assert host in ("127.0.0.1", "localhost") or url in recorded, f"{step.id}: {url}"
+            if host in ("127.0.0.1", "localhost"):
+                assert int(port or 80) in lab_ports(), f"{step.id}: {url}: no lab service on port {port}"
             if url.startswith("http://127.0.0.1:8080"):
                 path = url[len("http://127.0.0.1:8080"):].split("?")[0] or "/"
                 if path.startswith("/static/"):
