@@ -10,7 +10,9 @@ PORT = 6379
 
 
 def cli(host, args: str, password: str | None = None):
-    env = f"REDISCLI_AUTH={shlex.quote(password)} " if password else ""
+    # Without a password means without one: the presenter's shell settings (presenter_kit) export
+    # REDISCLI_AUTH on a lab host, and a root ssh session may have read them (~/.bashrc).
+    env = f"REDISCLI_AUTH={shlex.quote(password)} " if password else "env -u REDISCLI_AUTH "
     return host.run(f"{env}redis-cli -h 127.0.0.1 -p {PORT} {args}")
 
 

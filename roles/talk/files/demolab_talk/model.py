@@ -103,6 +103,9 @@ class Talk:
     source: str = ""
     workdir: str = "~/talk"
     requires: Requires = field(default_factory=Requires)
+    # The snippet files the talk reads (snippet_file, yasnippet file), relative to its directory:
+    # what is installed beside the talk file.
+    files: list[str] = field(default_factory=list)
 
     def step(self, step_id: str) -> Step:
         for s in self.steps:
@@ -142,6 +145,7 @@ class Talk:
         data = asdict(self)
         data["needs"] = asdict(self.needs())
         data["events"] = self.events()
+        data["yasnippets"] = [asdict(y) for y in self.yasnippets()]
         return data
 
 
@@ -150,6 +154,7 @@ class _Ctx:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.step: str | None = None
+        self.files: list[str] = []
 
     def err(self, node: yaml.Node | None, msg: str) -> TalkError:
         where = f"{self.path}:{node.start_mark.line + 1}" if node is not None else str(self.path)
@@ -161,13 +166,14 @@ class _Ctx:
         if not isinstance(node, yaml.MappingNode):
             raise self.err(node, f"{what} must be a mapping")
         out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        where = "" if what == "step" else f"{what}: "  # a step's own keys: "step 'x': unknown key"
         for k, v in node.value:
             if not isinstance(k, yaml.ScalarNode):
-                raise self.err(k, f"{what}: keys must be plain names")
+                raise self.err(k, f"{where}keys must be plain names")
             if k.value not in allowed:
-                raise self.err(k, f"{what}: unknown key {k.value!r} (known: {', '.join(sorted(allowed))})")
+                raise self.err(k, f"{where}unknown key {k.value!r} (known: {', '.join(sorted(allowed))})")
             if k.value in out:
-                raise self.err(k, f"{what}: key {k.value!r} given twice")
+                raise self.err(k, f"{where}key {k.value!r} given twice")
             out[k.value] = (k, v)
         return out
 
@@ -217,13 +223,20 @@ class _Ctx:
         if file_key in fields:
             rel = self.string(fields[file_key][1], f"{what} {file_key}")
             target = (self.path.parent / rel)
+            if Path(rel).is_absolute() or ".." in Path(rel).parts:
+                raise self.err(fields[file_key][1], f"{what}: {file_key} {rel!r} must be a path inside the "
+                                                    f"talk's directory (relative, no ..), installed with it")
             try:
-                return target.read_text(encoding="utf-8")
+                text = target.read_text(encoding="utf-8")
             except FileNotFoundError:
                 raise self.err(fields[file_key][1], f"{what}: {file_key} {rel!r} does not exist "
                                                     f"(looked for {target})") from None
             except (OSError, UnicodeDecodeError) as exc:
                 raise self.err(fields[file_key][1], f"{what}: cannot read {file_key} {rel!r}: {exc}") from None
+            norm = Path(rel).as_posix()
+            if norm not in self.files:
+                self.files.append(norm)
+            return text
         return None
 
 
@@ -409,4 +422,5 @@ def load(path: str | Path) -> Talk:
     yas: dict[tuple[str, str], str] = {}
     for node in steps.value:
         talk.steps.append(_step(ctx, node, seen, hotkeys, yas))
+    talk.files = ctx.files
     return talk
