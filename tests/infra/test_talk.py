@@ -64,3 +64,13 @@ def test_redis_cli_authenticates_from_a_private_file(host):
     assert lines[0] == "PONG", out.stdout + out.stderr
     user = host.ansible.get_variables().get("presenter_kit_user") or host.user().name
     assert lines[1] == f"600 {user}"
+
+
+def test_lab_play_is_installed_and_knows_the_talk(host, talk):
+    """lab-play reads the installed talk: an unknown step is refused naming the real ones."""
+    if "presenter" not in host.ansible.get_variables().get("group_names", []):
+        pytest.skip("not a presenter host: lab-play is a presenter tool")
+    assert host.run("lab-play --help").rc == 0
+    out = host.run("lab-play --step no-such-step")
+    assert out.rc == 1
+    assert "no-such-step" in out.stderr and talk["steps"][0]["id"] in out.stderr, out.stderr

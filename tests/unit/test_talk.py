@@ -225,8 +225,10 @@ def test_the_talk_role_stops_before_changing_anything(tmp_path):
     dest = tmp_path / "etc-talk"
     res = ansible_playbook(tmp_path, str(play), "-e", f"lab_talk_dir={dest}", "-e",
                            f"talk_lib_dir={tmp_path}/lib", "-e", f"talk_bin_path={tmp_path}/demolab-talk",
+                           "-e", f"talk_play_bin_path={tmp_path}/lab-play",
                            "-e", '{"talk_packages": []}', talk=path)
     text = res.stdout + res.stderr
     assert res.returncode != 0
     assert f"demolab-talk: {path}:8: malformed YAML" in text, text[-3000:]
     assert not dest.exists() and not (tmp_path / "lib").exists() and not (tmp_path / "demolab-talk").exists()
+    assert not (tmp_path / "lab-play").exists()
