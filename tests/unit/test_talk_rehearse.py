@@ -256,11 +256,14 @@ def test_only_command_steps_have_casts(rehearsed):
 
 
 def test_heuristics():
-    assert programs_in("sudo apt-get install -y x && redis-cli ping | head -1\n# c\nFOO=1 lab-record start") == \
+    assert programs_in("sudo apt-get update && redis-cli ping | head -1\n# c\nFOO=1 lab-record start") == \
         [["apt-get", "redis-cli", "head"], ["lab-record"]]
     assert programs_in("$FFMPEG -i a.mkv out.webm; ./run.sh; for f in *; do echo $f; done") == [["echo"]]
     assert programs_in("cat <<EOF\nnot-a-program here\nEOF\nls") == [["cat"], ["ls"]]
     assert programs_in('echo "open quote\nstill open"') == []
+    # What an install line installs may be the next line's program: not checked.
+    assert programs_in("sudo apt-get install redis-server\nredis-cli ping") == [["apt-get"]]
+    assert programs_in("python3 -m pip install x\nx-server --go") == [["python3"]]
     assert urls_in('open http://127.0.0.1:8080/x, then "https://e.test/a?b=1". ${1:http://x/$y}') == \
         ["http://127.0.0.1:8080/x", "https://e.test/a?b=1"]
     assert html_refs('<script src="/static/socket.io.min.js"></script><a href="//cdn/x">') == \

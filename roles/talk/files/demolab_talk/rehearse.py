@@ -81,6 +81,8 @@ NOT_FOUND = re.compile(r"(?:bash: )?(?:line \d+: )?([^\s:]+): command not found"
 SEPARATORS = {"&&", "||", ";", "|", "&", "(", ")", "|&", ";;", "then", "do", "else", "elif", "{", "}", "!", "time",
               "done", "fi", "esac"}
 WRAPPERS = {"sudo", "env", "exec", "nohup", "command", "builtin", "nice", "timeout"}
+# A line that installs something: the programs of the lines after it may be what it installs.
+INSTALLS = re.compile(r"\b(?:pip3?|apt-get|apt|npm|gem|cargo|pipx)\s+(?:-\S+\s+)*install\b")
 COMPOUND = {"for", "case", "select", "function", "while", "until", "if", "[[", "[", "test"}
 
 
@@ -117,8 +119,9 @@ def fs_paths(text: str) -> list[str]:
 
 def programs_in(text: str) -> list[list[str]]:
     """The program of each simple command of each shell line, one list per line (in order).
-    Conservative: a line that does not tokenise (an open quote, a here-document) ends the
-    scan; variables, relative paths and compound commands are left alone."""
+    Conservative: a line that does not tokenise (an open quote) or that installs something
+    (pip install, apt-get install ...) ends the scan; here-documents, variables, relative
+    paths and compound commands are left alone."""
     lines: list[list[str]] = []
     logical = ""
     heredoc: str | None = None
@@ -166,6 +169,8 @@ def programs_in(text: str) -> list[list[str]]:
             words.append(tok)
         if words:
             lines.append(words)
+        if INSTALLS.search(line):
+            break
         if doc:
             heredoc = doc.group(1)
     return lines
