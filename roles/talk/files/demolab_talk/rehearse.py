@@ -300,7 +300,7 @@ class Shell:
             lines.append(f"printf 'type\\t%s\\t%s\\n' {shlex.quote(n)} \"$(type -t {shlex.quote(n)})\"")
         for a in aliases:
             lines.append(f"alias {shlex.quote(a)} >/dev/null 2>&1 && printf 'alias\\t%s\\n' {shlex.quote(a)}")
-        self._write(script, "\n".join(lines) + "\n")
+        self._write(script, "\n".join([*lines, "exit 0"]) + "\n")
         done = subprocess.run(self.presenter.argv("/bin/bash", "-i", str(script)), cwd=self.cwd,
                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False)
         if done.returncode != 0 or not out.exists():
@@ -671,8 +671,7 @@ class Rehearsal:
             detail = f"{missing.group(1)}: command not found in {self.presenter.user}'s shell" if missing \
                 else (f"last output: {last[:160]}" if last else "no output")
             res.fail(f"exited {run.exit} (expected {st.expect.exit}): {detail}")
-        if st.expect.output is not None and not run.timed_out and \
-                not re.search(st.expect.output, run.output, re.MULTILINE):
+        elif st.expect.output is not None and not re.search(st.expect.output, run.output, re.MULTILINE):
             res.fail(f"output does not match /{st.expect.output}/" + (f" (last line: {last[:120]})" if last else ""))
 
     def clip_start(self, clip: Path) -> bool:
