@@ -13,6 +13,12 @@ PLAYBOOK_ARGS ?=
 # online (at home: fill the mirrors, record) or offline (at the venue); `make offline` and
 # `make online` switch it and keep it in .lab-mode, so a later `make lab` stays in that mode.
 LAB_MODE ?= $(shell cat .lab-mode 2>/dev/null)
+# The talk (docs/TALK.md): talk/talk.yml unless TALK=path names another, for every target that
+# provisions, rehearses, verifies or locks (the talk role validates it on this machine first).
+TALK ?=
+TALK_FILE := $(abspath $(or $(TALK),talk/talk.yml))
+TALK_ARGS := $(if $(TALK),-e talk_file=$(TALK_FILE))
+export DEMOLAB_TALK := $(TALK_FILE)
 # The lab FFmpeg the media suite builds (once): test runs install it instead of rebuilding.
 FFMPEG_CACHE ?= /var/cache/demolab/ffmpeg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -20,7 +26,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CONTROLLER_PKGS := python3-venv python3-pip openssh-client iproute2 debootstrap \
 	systemd-container zstd apt-cacher-ng sudo
 
-.PHONY: help deps venv wheel lab bundle offline online rehearse ready verify lint unit quick test test-hosts test-local \
+.PHONY: help deps venv wheel lab bundle offline online rehearse ready verify lint unit quick lock talk test test-hosts \
+	test-local \
 	test-http-cache test-devpi test-media test-apt-mirror test-demo-app clean
 
 help:
@@ -64,13 +71,14 @@ wheel: demo-app/dist/.stamp
 BUNDLE ?=
 lab: venv $(if $(BUNDLE),,wheel)
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/site.yml $(if $(LAB_MODE),-e lab_mode=$(LAB_MODE)) \
-	  $(if $(BUNDLE),-e lab_bundle_dir=$(abspath $(BUNDLE))) $(PLAYBOOK_ARGS)
+	  $(if $(BUNDLE),-e lab_bundle_dir=$(abspath $(BUNDLE))) $(TALK_ARGS) $(PLAYBOOK_ARGS)
 
 # Export the lab's store (Debian and Python mirrors, FFmpeg artifact, recorded pages, lab CA,
 # the demo app's wheel) to DEST, for a machine with no internet: make lab BUNDLE=DEST there.
 bundle: venv wheel
 	@[ -n "$(DEST)" ] || { echo "make bundle DEST=/path/to/dir (a directory on this machine)"; exit 2; }
-	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/bundle.yml -e bundle_dest=$(abspath $(DEST)) $(PLAYBOOK_ARGS)
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/bundle.yml -e bundle_dest=$(abspath $(DEST)) $(TALK_ARGS) \
+	  $(PLAYBOOK_ARGS)
 
 # One switch: apt (the lab's Debian mirror only), pip (devpi --offline-mode), the HTTP(S)
 # cache (replay only) and the shell proxy settings flip together; the readiness report ends it.
@@ -83,7 +91,7 @@ offline online: venv wheel
 # every miss is listed (record those at home: make online).
 rehearse: venv
 	@[ "$$(cat .lab-mode 2>/dev/null)" = offline ] || $(MAKE) --no-print-directory offline
-	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/rehearse.yml $(PLAYBOOK_ARGS)
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/rehearse.yml $(TALK_ARGS) $(PLAYBOOK_ARGS)
 
 ready: venv
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/ready.yml
@@ -102,6 +110,17 @@ unit: venv
 	@$(BIN)/pytest -q tests/unit -p no:cacheprovider
 
 quick: lint unit
+
+# The talk file, validated (one line naming file, line and step on an error) and listed.
+talk: venv
+	@PYTHONPATH=roles/talk/files $(BIN)/python -m demolab_talk show $(TALK_FILE)
+
+# Regenerate mirror/requirements.lock (hashed, what the lab's pip index holds) from
+# mirror/requirements.in plus the talk's needs.pip: after changing either. Needs the internet
+# (pip reaches the upstream index, never the lab's own).
+lock: venv
+	@eval "$$($(BIN)/python mirror/upstream_pip.py --conf $(VENV)/pip-upstream.conf)"; \
+	$(BIN)/python mirror/lock.py mirror/requirements.in --talk $(TALK_FILE) -o mirror/requirements.lock
 
 # The foundation lifecycle on a brand-new offline systemd host:
 # converge -> idempotence (changed=0) -> check mode -> testinfra verify.

@@ -4,6 +4,7 @@
   demolab-talk show [FILE]    the steps, one line each
   demolab-talk json [FILE]    the validated model as JSON (what Ansible reads)
   demolab-talk needs [FILE]   what the talk needs offline (pip, apt, urls) as JSON
+  demolab-talk events [FILE]  the hotkey events as lab-snippet's events file (YAML)
   demolab-talk rehearse ...   rehearse every step offline (demolab_talk/rehearse.py; --help)
 
 FILE defaults to $DEMOLAB_TALK, else /etc/demolab/talk/talk.yml.
@@ -18,10 +19,20 @@ import os
 import sys
 from dataclasses import asdict
 
+import yaml
+
 from .model import TalkError, load
 from .paths import TALK_FILE
 
 DEFAULT_TALK = str(TALK_FILE)
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings as literal blocks (readable; PyYAML quotes them where it must)."""
+
+
+_BlockDumper.add_representer(
+    str, lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", s, style="|" if "\n" in s else None))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return rehearse(argv[1:])
     ap = argparse.ArgumentParser(prog="demolab-talk", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["check", "show", "json", "needs"])
+    ap.add_argument("action", choices=["check", "show", "json", "needs", "events"])
     ap.add_argument("file", nargs="?", default=os.environ.get("DEMOLAB_TALK", DEFAULT_TALK))
     a = ap.parse_args(argv)
     try:
@@ -51,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     elif a.action == "json":
         json.dump(talk.to_dict(), sys.stdout, indent=1)
         print()
+    elif a.action == "events":
+        print(f"# lab-snippet events from {a.file} (demolab-talk events)")
+        print(yaml.dump(talk.events(), Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=4096), end="")
     else:
         json.dump(asdict(talk.needs()), sys.stdout, indent=1)
         print()

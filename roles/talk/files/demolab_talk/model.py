@@ -103,6 +103,9 @@ class Talk:
     source: str = ""
     workdir: str = "~/talk"
     requires: Requires = field(default_factory=Requires)
+    # The snippet files the talk reads (snippet_file, yasnippet file), relative to its directory:
+    # what is installed beside the talk file.
+    files: list[str] = field(default_factory=list)
 
     def step(self, step_id: str) -> Step:
         for s in self.steps:
@@ -142,6 +145,7 @@ class Talk:
         data = asdict(self)
         data["needs"] = asdict(self.needs())
         data["events"] = self.events()
+        data["yasnippets"] = [asdict(y) for y in self.yasnippets()]
         return data
 
 
@@ -150,6 +154,7 @@ class _Ctx:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.step: str | None = None
+        self.files: list[str] = []
 
     def err(self, node: yaml.Node | None, msg: str) -> TalkError:
         where = f"{self.path}:{node.start_mark.line + 1}" if node is not None else str(self.path)
@@ -217,13 +222,20 @@ class _Ctx:
         if file_key in fields:
             rel = self.string(fields[file_key][1], f"{what} {file_key}")
             target = (self.path.parent / rel)
+            if Path(rel).is_absolute() or ".." in Path(rel).parts:
+                raise self.err(fields[file_key][1], f"{what}: {file_key} {rel!r} must be a path inside the "
+                                                    f"talk's directory (relative, no ..), installed with it")
             try:
-                return target.read_text(encoding="utf-8")
+                text = target.read_text(encoding="utf-8")
             except FileNotFoundError:
                 raise self.err(fields[file_key][1], f"{what}: {file_key} {rel!r} does not exist "
                                                     f"(looked for {target})") from None
             except (OSError, UnicodeDecodeError) as exc:
                 raise self.err(fields[file_key][1], f"{what}: cannot read {file_key} {rel!r}: {exc}") from None
+            norm = Path(rel).as_posix()
+            if norm not in self.files:
+                self.files.append(norm)
+            return text
         return None
 
 
@@ -409,4 +421,5 @@ def load(path: str | Path) -> Talk:
     yas: dict[tuple[str, str], str] = {}
     for node in steps.value:
         talk.steps.append(_step(ctx, node, seen, hotkeys, yas))
+    talk.files = ctx.files
     return talk
