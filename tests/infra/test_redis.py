@@ -10,7 +10,9 @@ PORT = 6379
 
 
 def cli(host, args: str, password: str | None = None):
-    env = f"REDISCLI_AUTH={shlex.quote(password)} " if password else ""
+    # Without a password: none from the environment either (the presenter's shell exports
+    # REDISCLI_AUTH, and root's ~/.bashrc is read over ssh too).
+    env = f"REDISCLI_AUTH={shlex.quote(password)} " if password else "env -u REDISCLI_AUTH "
     return host.run(f"{env}redis-cli -h 127.0.0.1 -p {PORT} {args}")
 
 
