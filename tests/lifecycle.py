@@ -10,8 +10,12 @@ unless it reports changed=0, runs it once more in check mode (changed=0 too), th
 the testinfra suite against the inventory.  Then the venue: the forward proxy stops (no way
 out at all), site.yml runs again with lab_mode=offline, from the lab's own mirrors only, and
 the suite runs once more.  The airplane rehearsal (playbooks/rehearse.yml) runs there: clean
-with what was recorded, then with one unmirrored pip package, Debian package and URL, which
-its miss report must name exactly.  Then a brand-new host with no way out at all is
+with what was recorded (the shipped talk: every step PASS, the terminal report and
+rehearsal.json agree, one asciicast v2 recording per command step holding what the step
+printed), then with one unmirrored pip package, Debian package and URL, which its miss report
+must name exactly, and a copy of the talk broken three ways (a snippet URL on a wrong port, a
+step that pip-installs an unmirrored package, an expect that does not match): exactly those
+three steps fail, each for its reason.  Then a brand-new host with no way out at all is
 provisioned over the lab network from the first host's mirrors alone (lab_mirror_host):
 converge, idempotence, verify.  Last, `make bundle` exports that host's store and a
 second brand-new host, with no way out at all, is provisioned only from the bundle:
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,8 +38,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "harness"))
+sys.path.insert(0, str(REPO / "roles" / "talk" / "files"))
 
 import labhosts  # noqa: E402
+import yaml  # noqa: E402
+from demolab_talk import load as load_talk  # noqa: E402
+from demolab_talk.paths import cast_path  # noqa: E402
+from demolab_talk.rehearse import read_cast, strip_ansi  # noqa: E402
 from recap import changed_counts, changed_tasks  # noqa: E402
 
 VENV_BIN = REPO / ".venv" / "bin"
@@ -124,24 +134,116 @@ RECORDED = ["http://127.0.0.1:18931/rehearsal.txt", "https://localhost:18932/reh
             "http://127.0.0.1:18931/rehearsal-large.bin"]
 
 
+SHIPPED_TALK = REPO / "talk" / "talk.yml"
+# The talk broken three ways (talk_file): each case names its step and why.
+WRONG_PORT = 8008            # nothing listens there on a lab host
+UNMIRRORED = "demolab-not-mirrored==1.0"
+NEVER = "this never appears [0-9]{9}"
+
+
+def terminal_steps(out: str) -> dict[str, str]:
+    """The talk's step lines of the playbook's report (PASS/FAIL/SKIP by step id)."""
+    return {m.group(2): m.group(1).lower() for m in re.finditer(r'"\s+(PASS|FAIL|SKIP)  ([a-z0-9-]+)\s', out)}
+
+
+def check_talk(host: labhosts.Host, work: Path, out: str, report: dict, talk_file: Path) -> list[str]:
+    """The talk's part of a rehearsal report: statuses agree with the terminal report, and each
+    command step has one asciicast v2 recording (0644) holding what the step printed."""
+    talk, failures = load_talk(talk_file), []
+    rep = report.get("talk")
+    if not rep:
+        return [f"rehearsal.json has no talk: {sorted(report)}"]
+    said = terminal_steps(out)
+    for step in rep["steps"]:
+        if said.get(step["id"]) != step["status"]:
+            failures.append(f"talk step {step['id']}: the terminal said {said.get(step['id'])}, "
+                            f"rehearsal.json {step['status']}")
+    if [s["id"] for s in rep["steps"]] != [s.id for s in talk.steps]:
+        failures.append(f"talk steps {[s['id'] for s in rep['steps']]} are not the talk's")
+    casts = work / "casts"
+    casts.mkdir(exist_ok=True)
+    for step in talk.steps:
+        got = next((s for s in rep["steps"] if s["id"] == step.id), None)
+        if step.command is None or got is None:
+            continue
+        if got["cast"] != str(cast_path(step.id)):
+            failures.append(f"talk step {step.id}: cast {got['cast']}, not {cast_path(step.id)}")
+            continue
+        local = casts / f"{step.id}.cast"
+        local.write_text(host.sh(f"cat {got['cast']}").stdout)
+        mode = host.sh(f"stat -c %a {got['cast']}").stdout.strip()
+        try:
+            _, events = read_cast(local)
+        except ValueError as exc:
+            failures.append(f"talk step {step.id}: {exc}")
+            continue
+        printed = strip_ansi("".join(e[2] for e in events if e[1] == "o"))
+        if mode != "644":
+            failures.append(f"talk step {step.id}: cast mode {mode}")
+        if got["status"] == "pass" and step.expect and step.expect.output \
+                and not re.search(step.expect.output, printed, re.MULTILINE):
+            failures.append(f"talk step {step.id}: its cast does not hold /{step.expect.output}/")
+    return failures
+
+
+def broken_talk(work: Path) -> tuple[Path, dict[str, str]]:
+    """A copy of the shipped talk (with its snippet files) broken three ways, one step each;
+    {case: step id}."""
+    talk = load_talk(SHIPPED_TALK)
+    dest = work / "broken-talk"
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(SHIPPED_TALK.parent, dest)
+    data = yaml.safe_load(SHIPPED_TALK.read_text())
+    steps = data["steps"]
+    lab_url = re.compile(r"http://127\.0\.0\.1:\d+/")
+    port = next(s for s in talk.steps if s.hotkey and lab_url.search(f"{s.hotkey.snippet} {s.hotkey.run}"))
+    raw = next(s for s in steps if s["id"] == port.id)["hotkey"]
+    key = "snippet" if lab_url.search(raw.get("snippet", "")) else "run"
+    raw[key] = lab_url.sub(f"http://127.0.0.1:{WRONG_PORT}/", raw[key], count=1)
+    nomatch = next(s for s in talk.steps if s.command and s.expect and s.expect.output and s.id != port.id)
+    next(s for s in steps if s["id"] == nomatch.id)["expect"]["output"] = NEVER
+    steps.insert(1 + next(i for i, s in enumerate(talk.steps) if s.id == nomatch.id), {
+        "id": "unmirrored", "title": "pip install of a package the lab's index does not have",
+        "command": f"python3 -m venv unmirrored-env\nunmirrored-env/bin/pip install {UNMIRRORED}", "timeout": 120})
+    (dest / SHIPPED_TALK.name).write_text(yaml.safe_dump(data, sort_keys=False))
+    return dest / SHIPPED_TALK.name, {"port": port.id, "pip": "unmirrored", "expect": nomatch.id}
+
+
 def rehearse_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: Path,
                    timings: list[tuple[str, float]]) -> list[str]:
-    """make rehearse on the offline host: clean with what was recorded; then with one thing
-    the mirrors lack of each kind, the miss report names exactly those three."""
+    """make rehearse on the offline host: clean with what was recorded (the shipped talk all
+    PASS); then with one thing the mirrors lack of each kind, the miss report names exactly
+    those three, and a copy of the talk broken three ways fails exactly at those steps."""
     host = lab.hosts[0]
     t = time.monotonic()
     rc, out = run_playbook("rehearse.yml", inventory, secrets, "-e",
                            json.dumps({"rehearse_urls": RECORDED + RECORD_URLS}), log=work / "rehearse.log")
     timings.append(("rehearse", time.monotonic() - t))
+    report = json.loads(host.sh("cat /var/lib/demolab/rehearsal.json").stdout)
+    talk = report.get("talk") or {}
+    for step in talk.get("steps", []):
+        print(f"  talk {step['status'].upper()} {step['id']:<16} {step['reason']} ({step['seconds']} s)")
+    if talk:
+        print(f"rehearsal of the shipped talk: {len(talk['steps'])} steps, {talk['passed']} passed, "
+              f"{talk['failed']} failed, {talk.get('skipped', 0)} skipped, {talk['seconds']:.1f} s "
+              f"(the whole rehearsal {dict(timings)['rehearse']:.0f} s)")
     if rc != 0:
         print(out[-4000:])
         return [f"rehearsal with everything recorded: rc={rc}; log {work / 'rehearse.log'}"]
+    failures = check_talk(host, work, out, report, SHIPPED_TALK)
+    if talk.get("failed") or talk.get("requires") or not talk.get("passed"):
+        failures.append(f"the shipped talk did not rehearse green: {talk.get('failed')} failed, "
+                        f"requires {talk.get('requires')}")
+    if failures:
+        return failures
+
     missing = {"pip": "demolab-no-such-package==1.0", "apt": "demolab-no-such-package",
                "url": f"http://127.0.0.1:18931/never-recorded-{os.getpid()}.txt"}
+    broken, cases = broken_talk(work)
     t = time.monotonic()
     rc, out = run_playbook("rehearse.yml", inventory, secrets, "-e", json.dumps(
         {"rehearse_urls": [*RECORDED, *RECORD_URLS, missing["url"]], "rehearse_pip": [missing["pip"]],
-         "rehearse_apt": [missing["apt"]]}), log=work / "rehearse-misses.log")
+         "rehearse_apt": [missing["apt"]], "talk_file": str(broken)}), log=work / "rehearse-misses.log")
     timings.append(("rehearse miss", time.monotonic() - t))
     report = json.loads(host.sh("cat /var/lib/demolab/rehearsal.json").stdout)
     got = sorted((m["kind"], m["what"]) for m in report["misses"])
@@ -149,12 +251,30 @@ def rehearse_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets:
         mark = "PASS" if step["ok"] else "FAIL"
         print(f"  rehearsal {mark} {step['step']:<6} {step['detail']} ({step['seconds']} s)")
     print(f"rehearsal miss report: {got}")
-    if rc == 0 or got != sorted(missing.items()):
-        return [f"rehearsal with three misses: rc={rc}, report {got}; log {work / 'rehearse-misses.log'}"]
+    want = sorted([*missing.items(), ("pip", UNMIRRORED)])
+    if rc == 0 or got != want:
+        return [f"rehearsal with three misses and the broken talk: rc={rc}, report {got} (want {want}); "
+                f"log {work / 'rehearse-misses.log'}"]
     steps = {s["step"]: s["ok"] for s in report["steps"]}
     if not steps.get("demo"):
         return [f"rehearsal: the demo step failed: {report['steps']}"]
-    return []
+    failures = check_talk(host, work, out, report, broken)
+    talk_steps = {s["id"]: s for s in report["talk"]["steps"]}
+    for s in talk_steps.values():
+        if s["status"] == "fail":
+            print(f"  broken talk: FAIL {s['id']}: {s['reason']}")
+    failed = {sid for sid, s in talk_steps.items() if s["status"] == "fail"}
+    if failed != set(cases.values()):
+        failures.append(f"the broken talk failed at {sorted(failed)}, not exactly {sorted(cases.values())}")
+    why = {"port": lambda s: f"http://127.0.0.1:{WRONG_PORT}/" in s["reason"] and "refused" in s["reason"],
+           "pip": lambda s: s["reason"].startswith(f"pip: {UNMIRRORED} is not in the lab index")
+           and [(m["kind"], m["what"]) for m in s["misses"]] == [("pip", UNMIRRORED)],
+           "expect": lambda s: s["reason"].startswith(f"output does not match /{NEVER}/")}
+    for case, sid in cases.items():
+        if sid in talk_steps and not why[case](talk_steps[sid]):
+            failures.append(f"broken talk, case {case}: step {sid} says {talk_steps[sid]['reason']!r} "
+                            f"with misses {talk_steps[sid]['misses']}")
+    return failures
 
 
 def bench_line(source: str, offline: float, online: float) -> None:

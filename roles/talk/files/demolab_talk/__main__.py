@@ -5,6 +5,7 @@
   demolab-talk json [FILE]    the validated model as JSON (what Ansible reads)
   demolab-talk needs [FILE]   what the talk needs offline (pip, apt, urls) as JSON
   demolab-talk events [FILE]  the hotkey events as lab-snippet's events file (YAML)
+  demolab-talk rehearse ...   rehearse every step offline (demolab_talk/rehearse.py; --help)
 
 FILE defaults to $DEMOLAB_TALK, else /etc/demolab/talk/talk.yml.
 Exit codes: 0 ok, 1 the talk file is not valid, 2 usage.
@@ -35,6 +36,11 @@ _BlockDumper.add_representer(
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["rehearse"]:
+        from .rehearse import main as rehearse
+
+        return rehearse(argv[1:])
     ap = argparse.ArgumentParser(prog="demolab-talk", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("action", choices=["check", "show", "json", "needs", "events"])
