@@ -109,6 +109,36 @@ def test_skip_and_back_move_between_steps_without_running(lab: Lab):
     assert not (lab.workdir / "ran-second").exists()     # skipped twice, never run
 
 
+def test_cd_and_exports_carry_to_the_next_steps_as_rehearsed(lab: Lab):
+    lab.write_talk([
+        {"id": "go", "title": "Go somewhere", "command": "mkdir -p sub && cd sub && export FOO='bar baz'"},
+        {"id": "show", "title": "Show it", "risky": True, "expect": {"output": "^foo=bar baz$"},
+         "command": 'echo "pwd=$PWD"; echo "foo=$FOO"; cd .. && unset FOO && export BAR=$TALK_ENV-2'},
+        {"id": "again", "title": "And again", "command": 'echo "now=$PWD foo=${FOO-unset} bar=$BAR"'},
+        {"id": "end", "title": "The end", "command": "true"},
+    ])
+    s = lab.play()
+    s.wait(r"── 1/4  Go somewhere")
+    assert s.cursor_line() == "talkdir $"
+    s.send(ENTER + ENTER)
+    s.wait(r"── 2/4  Show it")
+    s.wait(r"^sub \$$")                                   # the prompt is where it will run
+    s.send(ENTER + ENTER)                                 # risky with an expect: the script(1) path
+    s.wait(rf"^pwd={re.escape(str(lab.workdir))}/sub$")
+    s.wait(r"^foo=bar baz$")
+    s.wait(r"✓ exit 0")
+    s.wait(r"── 3/4  And again")
+    s.wait(r"^talkdir \$$")
+    s.send(ENTER + ENTER)
+    s.wait(rf"^now={re.escape(str(lab.workdir))} foo=unset bar=from-bashrc-2$")
+    s.wait(r"── 4/4  The end")
+    s.send(CTRL_P)                                        # back: runs nothing, the state stays
+    s.wait(r"(?s)── 4/4.*── 3/4  And again")
+    s.send(CTRL_P)
+    s.wait(r"(?s)── 4/4.*── 3/4.*── 2/4  Show it")
+    assert s.cursor_line() == "talkdir $"                 # what the last live run left, not sub
+
+
 def test_start_at_a_step_with_the_rehearsal_verdict(lab: Lab):
     three_steps(lab)
     (lab.state / "rehearsal.json").write_text(json.dumps({"talk": {"steps": [

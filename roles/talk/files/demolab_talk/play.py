@@ -4,9 +4,9 @@
 
 For each step it shows n/N, the title and the speaker notes, then "magic types" the step's
 command: every key the presenter presses prints the next character(s) of the command, so any
-rhythm of key mashing looks like fluent typing. Enter runs the command for real, in a fresh
-interactive bash (the presenter's ~/.bashrc: aliases, FFMPEG, PIP_INDEX_URL, proxies) in the
-talk's workdir, with the real terminal: its output is never hidden or rewritten. The keys:
+rhythm of key mashing looks like fluent typing. Enter runs the command for real, in an
+interactive bash (the presenter's ~/.bashrc: aliases, FFMPEG, PIP_INDEX_URL, proxies), with
+the real terminal: its output is never hidden or rewritten. The keys:
 
   any key  type the next character(s)      Enter  run it (finish typing first, if needed)
   Ctrl-N   skip to the next step (also ->, PgDn)     Ctrl-P  back a step (also <-, PgUp)
@@ -27,9 +27,13 @@ is doitlive's one idea plus the step/fallback model, on the standard library onl
 raw mode and plain ANSI, no curses), so it runs the same over SSH and in tmux. Fallbacks play
 with Debian's `asciinema play`.
 
-Each step runs on its own (a fresh shell in the workdir, no state carried from the previous
-step), as the rehearsal runs it: skipping, going back or falling back never leaves the next
-step in a state the rehearsal did not check.
+Steps share the state of a presenter's terminal, exactly as the rehearsal runs them (one
+mechanism for both: shell.py): the first live step starts in the talk's workdir, and each
+live step starts where the last live run ended (`cd`) with what it exported (`export`).
+Skipping, going back and playing a recording run nothing, so they change nothing: the next
+live step starts from whatever the last live run left (after going back, a step runs again on
+top of what later steps did; after a fallback, without what the live step would have done).
+--step starts in the workdir with nothing carried.
 
 Exit codes: 0 the end of the talk, 1 bad input (no talk, bad talk, unknown step, no terminal),
 2 usage, 130 quit with Ctrl-C.
@@ -59,6 +63,7 @@ from pathlib import Path
 
 from . import paths
 from .model import Step, Talk, TalkError, load
+from .shell import ShellState
 
 PROG = "lab-play"
 REHEARSE_HINT = "rehearse first: make rehearse"
@@ -317,14 +322,16 @@ def load_rehearsal(path: Path) -> dict[str, dict]:
 
 
 class Player:
-    def __init__(self, talk: Talk, term: Terminal, *, workdir: Path, speed: int = 1,
+    def __init__(self, talk: Talk, term: Terminal, *, workdir: Path, state_dir: Path, speed: int = 1,
                  rehearsal: dict[str, dict] | None = None) -> None:
         self.talk = talk
         self.term = term
         self.workdir = workdir
+        # The presenter's terminal between live steps: directory and exports (shell.py).
+        self.shell = ShellState(state_dir, str(workdir))
+        self.script = state_dir / "step.sh"
         self.speed = max(1, speed)
         self.rehearsal = rehearsal or {}
-        self.prompt = term.style(f"{workdir.name or '/'} $", "1;32") + " "
 
     # -- output helpers -----------------------------------------------------------------
     def say(self, text: str, sgr: str = "2") -> None:
@@ -350,7 +357,8 @@ class Player:
             t.write(t.style("   (no command here: Enter goes on)", "2") + "\n")
 
     def show_prompt(self, step: Step, typed: int) -> None:
-        self.term.write(self.prompt + self._render(step.command or "", 0, typed))
+        here = Path(self.shell.cwd).name or "/"    # where the command will run, like a shell's \W
+        self.term.write(self.term.style(f"{here} $", "1;32") + " " + self._render(step.command or "", 0, typed))
 
     def _render(self, command: str, start: int, end: int) -> str:
         return command[start:end].replace("\n", "\n> ")
@@ -465,7 +473,8 @@ class Player:
         env = dict(os.environ)
         capture = s.risky and s.expect.output is not None
         log = None
-        argv = ["bash", "-i", "-c", s.command]
+        self.script.write_text(self.shell.script(s.command))
+        argv = self.shell.argv(self.script)
         if capture:
             # The expected output can only be checked with a copy of it: util-linux script(1)
             # relays the command through a pty of its own (still a terminal, sized like this
@@ -475,10 +484,11 @@ class Player:
             env["SHELL"] = "/bin/bash"
             argv = ["script", "-q", "-e", "-c", shlex.join(argv), log]
         try:
-            res = run_foreground(self.term, argv, cwd=str(self.workdir), env=env,
+            res = run_foreground(self.term, argv, cwd=self.shell.base, env=env,
                                  timeout=s.timeout if s.risky else None)
             output = _script_output(log) if log else ""
         finally:
+            self.shell.update()
             if log:
                 os.unlink(log)
         took = f"{res.seconds:.1f} s"
@@ -610,9 +620,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     term = Terminal(0, 1)
     handlers = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    state_dir = Path(tempfile.mkdtemp(prefix="lab-play-"))
     try:
         term.raw()
-        player = Player(talk, term, workdir=workdir, speed=a.speed,
+        player = Player(talk, term, workdir=workdir, state_dir=state_dir, speed=a.speed,
                         rehearsal=load_rehearsal(paths.REHEARSAL_JSON))
         return player.play(start)
     except EOFError:
@@ -629,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
         for sig, old in handlers.items():
             signal.signal(sig, old)
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ For each step:
   * its command runs in an interactive bash of the presenter (their ~/.bashrc, so the
     demolab block's environment and aliases are the real ones), in a scratch directory that
     stands for the talk's workdir (fresh each rehearsal; `cd` and exported variables carry
-    over from one step to the next, as in the presenter's terminal), stdin empty, under the
+    over from one step to the next, as in the presenter's terminal and as lab-play runs
+    them: one mechanism for both, shell.py), stdin empty, under the
     step's timeout (then the whole session is killed); the terminal session is recorded with
     Debian's asciinema as an asciicast v2 file (paths.cast_path, 0644), the exit code comes
     from a trap in the step's script; `expect` is checked: exit code, the output pattern on
@@ -56,6 +57,7 @@ from typing import Any
 
 from . import paths
 from .model import Step, Talk, TalkError, load
+from .shell import ShellState, parse_env0
 
 ASCIINEMA = "/usr/bin/asciinema"
 COLS, ROWS = 100, 30
@@ -63,8 +65,6 @@ COLS, ROWS = 100, 30
 PRESENTER_SHELL = ".config/demolab/presenter.sh"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 USER_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games"
-# Carried from one step to the next only when a step changed them (not these).
-NOT_CARRIED = {"PWD", "OLDPWD", "SHLVL", "_", "ASCIINEMA_REC", "COLUMNS", "LINES", "TERM"}
 CLIP_SECONDS_MIN = 1.0
 
 PIP_FIX = "add it to mirror/requirements.in, run mirror/lock.py, then `make online`"
@@ -276,9 +276,9 @@ class Shell:
         for p in (self.state, self.workspace, scratch):
             os.chown(p, presenter.uid, presenter.gid)
         self.workdir = workdir
-        self.cwd = str(self.workspace)
         self.baseline: dict[str, str] = {}
-        self.carried: dict[str, str] = {}
+        # Where the next step starts and what it inherits (shared with lab-play: shell.py).
+        self.steps = ShellState(self.state, str(self.workspace))
 
     def expand_workdir(self, path: str) -> str:
         """A path under the talk's workdir stands for the same path in the scratch directory."""
@@ -301,7 +301,7 @@ class Shell:
         for a in aliases:
             lines.append(f"alias {shlex.quote(a)} >/dev/null 2>&1 && printf 'alias\\t%s\\n' {shlex.quote(a)}")
         self._write(script, "\n".join([*lines, "exit 0"]) + "\n")
-        done = subprocess.run(self.presenter.argv("/bin/bash", "-i", str(script)), cwd=self.cwd,
+        done = subprocess.run(self.presenter.argv("/bin/bash", "-i", str(script)), cwd=self.steps.base,
                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False)
         if done.returncode != 0 or not out.exists():
             raise SystemExit(f"demolab-talk rehearse: the presenter's shell ({self.presenter.user}, "
@@ -323,27 +323,15 @@ class Shell:
     def run(self, step: Step, cast: Path) -> Run:
         """The step's command under asciinema, as the presenter typed it; the cast goes to cast."""
         assert step.command is not None
-        rc_file, pid_file = self.state / "rc", self.state / "pid"
-        env_file, cwd_file = self.state / "env", self.state / "cwd"
-        for f in (rc_file, pid_file, env_file, cwd_file):
-            f.unlink(missing_ok=True)
-        q = shlex.quote
-        exports = "".join(f"export {k}={q(v)}\n" for k, v in self.carried.items())
         script = self.state / f"step-{step.id}.sh"
-        self._write(script, (
-            f"echo $$ > {q(str(pid_file))}\n"
-            f"trap '__demolab_rc=$?; env -0 > {q(str(env_file))}; pwd > {q(str(cwd_file))}; "
-            f"echo $__demolab_rc > {q(str(rc_file))}' EXIT\n"
-            f"{exports}cd {q(self.cwd)} || exit 97\n"
-            "exec < /dev/null\n"
-            f"{step.command}\n"))
+        self._write(script, self.steps.script(step.command, stdin_null=True))
         tmp_cast = self.state / f"{step.id}.cast"
         tmp_cast.unlink(missing_ok=True)
         argv = self.presenter.argv(ASCIINEMA, "rec", "--overwrite", "-q", "--cols", str(COLS), "--rows",
-                                   str(ROWS), "-t", step.title, "-c", f"/bin/bash -i {q(str(script))}",
+                                   str(ROWS), "-t", step.title, "-c", shlex.join(self.steps.argv(script)),
                                    str(tmp_cast))
         started = time.monotonic()
-        proc = subprocess.Popen(argv, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(argv, cwd=self.steps.base, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, start_new_session=True)
         timed_out = False
         try:
@@ -351,7 +339,7 @@ class Shell:
         except subprocess.TimeoutExpired:
             timed_out = True
             try:
-                sid = session_of(int(pid_file.read_text().strip()))
+                sid = session_of(int(self.steps.pid_file.read_text().strip()))
             except (OSError, ValueError):
                 sid = None
             if sid is not None and sid != os.getsid(0):
@@ -365,18 +353,9 @@ class Shell:
         err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         if proc.stderr:
             proc.stderr.close()
-        rc = None
-        if not timed_out:
-            try:
-                rc = int(rc_file.read_text().strip())
-            except (OSError, ValueError):
-                rc = None
-        if env_file.exists():
-            now = parse_env0(env_file.read_bytes())
-            self.carried = {k: v for k, v in now.items()
-                            if k not in NOT_CARRIED and not k.startswith("BASH_FUNC_") and self.baseline.get(k) != v}
-        if cwd_file.exists() and cwd_file.read_text().strip():
-            self.cwd = cwd_file.read_text().strip()
+        rc = self.steps.update()
+        if timed_out:
+            rc = None
         try:
             output = cast_output(tmp_cast)
             cast.parent.mkdir(parents=True, exist_ok=True)
@@ -387,15 +366,6 @@ class Shell:
         except (OSError, ValueError) as exc:
             problem = f"asciinema did not record the step ({exc}; {err.strip()[-200:]})"
             return Run(rc, "", seconds, timed_out, False, problem)
-
-
-def parse_env0(data: bytes) -> dict[str, str]:
-    out = {}
-    for item in data.decode(errors="replace").split("\0"):
-        key, sep, value = item.partition("=")
-        if sep and re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-            out[key] = value
-    return out
 
 
 def read_cast(path: Path) -> tuple[dict[str, Any], list[list[Any]]]:
