@@ -103,7 +103,7 @@ lint: venv
 	@echo "==> ansible-lint (production profile)"
 	@$(BIN)/ansible-lint --offline -q
 	@echo "==> ruff"
-	@$(BIN)/ruff check tests roles
+	@$(BIN)/ruff check tests roles mirror talk
 
 unit: venv
 	@echo "==> unit tests"

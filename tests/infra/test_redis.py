@@ -10,8 +10,8 @@ PORT = 6379
 
 
 def cli(host, args: str, password: str | None = None):
-    # Without a password: none from the environment either (the presenter's shell exports
-    # REDISCLI_AUTH, and root's ~/.bashrc is read over ssh too).
+    # Without a password means without one: the presenter's shell settings (presenter_kit) export
+    # REDISCLI_AUTH on a lab host, and a root ssh session may have read them (~/.bashrc).
     env = f"REDISCLI_AUTH={shlex.quote(password)} " if password else "env -u REDISCLI_AUTH "
     return host.run(f"{env}redis-cli -h 127.0.0.1 -p {PORT} {args}")
 

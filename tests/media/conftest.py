@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +22,14 @@ BUILD_SCRIPT = REPO / "roles/ffmpeg/files/lab-ffmpeg-build"
 LAB_RECORD = REPO / "roles/screen_recording/files/lab-record"
 LAB_SNIPPET = REPO / "roles/presenter_kit/files/lab-snippet"
 STORE = Path(os.environ.get("LAB_FFMPEG_STORE", "/var/cache/demolab/ffmpeg"))
+
+
+def load_talk(path):
+    """The talk file's model (roles/talk/files/demolab_talk): events and yasnippets come from it."""
+    sys.path.insert(0, str(REPO / "roles/talk/files"))
+    from demolab_talk import load  # noqa: PLC0415 - the talk role's package, found at run time
+
+    return load(path)
 
 
 def run(cmd, timeout=60, check=True, **kw):

@@ -3,6 +3,7 @@ check-mode safe, installs the artifact without building, and the per-user change
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shlex
@@ -13,11 +14,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, STORE, run
+from conftest import REPO, STORE, load_talk, run
 
-ROLES = ["ffmpeg", "screen_recording", "presenter_kit"]
+ROLES = ["talk", "ffmpeg", "screen_recording", "presenter_kit"]
 USER = "demolab-ptest"
 PLAYBOOK = REPO / "tests/media/playbook.yml"
+TALK_FILE = Path(os.environ.get("DEMOLAB_TALK") or REPO / "talk/talk.yml")
+TALK = load_talk(TALK_FILE)
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -93,6 +96,11 @@ def test_presenter_login_shell(applied, presenter, artifact):
     ffmpeg, index = res.stdout.strip().splitlines()[-1].split("|")
     assert ffmpeg == artifact["ffmpeg"]
     assert index == "http://127.0.0.1:3141/lab/offline/+simple/"
+    res = run(["su", "-", presenter, "-c", "bash -ic 'echo \"$DEMO_URL|$LAB_PROXY|$(alias ipython)\"' 2>/dev/null"])
+    demo, proxy, alias = res.stdout.strip().splitlines()[-1].split("|")
+    assert (demo, proxy) == ("http://127.0.0.1:8080", "http://127.0.0.1:8899")
+    # the demo app's venv (roles/demo_app demo_app_venv), not .../demo-app/venv (not installed here)
+    assert alias == "" or "/opt/demolab/demo-app/bin/python -m IPython" in alias
 
 
 def test_installed_commands(applied, presenter):
@@ -112,7 +120,12 @@ def test_emacs_settings_in_own_config(applied, presenter):
     assert "DEMOLAB PRESENTER KIT" in init.read_text()
     el = (home / ".config/demolab/emacs/presenter.el").read_text()
     assert ":height 150" in el and "yas-global-mode" in el
-    assert (home / ".config/demolab/emacs/snippets/python-mode/sioview").exists()
+    snippets = home / ".config/demolab/emacs/snippets"
+    for y in TALK.yasnippets():
+        text = (snippets / y.mode / y.key).read_text()
+        assert text == f"# -*- mode: snippet -*-\n# name: {y.name}\n# key: {y.key}\n# --\n{y.body}"
+    on_disk = sorted(str(f.relative_to(snippets)) for f in snippets.rglob("*") if f.is_file())
+    assert on_disk == sorted(f"{y.mode}/{y.key}" for y in TALK.yasnippets())
 
 
 def test_emacs_loads_font_and_talk_snippets(applied, presenter):
@@ -124,7 +137,44 @@ def test_emacs_loads_font_and_talk_snippets(applied, presenter):
              "(function string<)))))")
     res = run(["su", "-", presenter, "-c", f"emacs --batch -l ~/.emacs.d/init.el --eval {shlex.quote(probe)}"],
               timeout=120)
-    assert res.stdout.strip().endswith("height=150 yas=t keys=(rpub sioev)"), res.stdout + res.stderr
+    keys = " ".join(sorted(y.key for y in TALK.yasnippets() if y.mode == "python-mode"))
+    assert res.stdout.strip().endswith(f"height=150 yas=t keys=({keys})"), res.stdout + res.stderr
+
+
+def test_installed_events_are_the_talks_and_reach_the_clipboard(applied, presenter, xvfb):
+    """The events file the role wrote (from talk_data) is the talk's; run as the presenter, an
+    event's snippet reaches the clipboard byte for byte."""
+    home = Path(pwd.getpwnam(presenter).pw_dir)
+    assert yaml.safe_load((home / ".config/demolab/events.yml").read_text()) == TALK.events()
+    for name, event in TALK.events().items():
+        if "snippet" not in event:
+            continue
+        run(["su", "-", presenter, "-c", f"DISPLAY={xvfb} LAB_SNIPPET_BEEP=none lab-snippet run {name}"])
+        got = run(["xclip", "-selection", "clipboard", "-o"], env=dict(os.environ, DISPLAY=xvfb), timeout=10).stdout
+        assert got == event["snippet"], name
+
+
+def test_the_talk_is_installed(applied):
+    """The talk role beside presenter_kit: talk.yml, its snippet files, talk.json, demolab-talk."""
+    installed = Path("/etc/demolab/talk")
+    assert (installed / "talk.yml").read_bytes() == TALK_FILE.read_bytes()
+    for rel in TALK.files:
+        assert (installed / rel).read_bytes() == (TALK_FILE.parent / rel).read_bytes()
+    data = json.loads((installed / "talk.json").read_text())
+    assert data["path"] == str(installed / "talk.yml") and data["events"] == TALK.events()
+    assert [s["id"] for s in data["steps"]] == [s.id for s in TALK.steps]
+    out = run(["/usr/local/bin/demolab-talk", "check"]).stdout
+    assert out.strip() == f"{installed / 'talk.yml'}: {len(TALK.steps)} steps, ok"
+    assert run(["asciinema", "--version"]).returncode == 0
+
+
+def test_yasnippets_not_in_the_talk_are_removed(applied, presenter):
+    home = Path(pwd.getpwnam(presenter).pw_dir)
+    stale = home / ".config/demolab/emacs/snippets/python-mode/sioview"
+    stale.write_text("# -*- mode: snippet -*-\n# key: sioev\n# --\nold talk\n")
+    apply(presenter)
+    assert not stale.exists()
+    assert (home / ".config/demolab/emacs/snippets/python-mode/objectid").exists()
 
 
 def test_offline_mode_proxy_and_emacs_removal(applied, presenter):

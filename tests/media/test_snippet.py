@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import LAB_SNIPPET, run
+from conftest import LAB_SNIPPET, REPO, load_talk, run
 
-EVENTS = """\
-# the talk's events
-redis:
-  description: Show the install instructions for redis-server
-  snippet: |
-    sudo apt-get install redis-server
-    redis-server --port 6380
-mongoinstall:
-  description: MongoDB install instructions
-  snippet: "echo 'deb http://example.invalid/repo dist 10gen' > /etc/apt/sources.list.d/mongodb.list"
+# The hotkey events are the talk's (talk/talk.yml, or TALK=path): lab-snippet reads them in the
+# format `demolab-talk events` writes (presenter_kit writes the same events, from talk_data).
+TALK_FILE = Path(os.environ.get("DEMOLAB_TALK") or REPO / "talk/talk.yml")
+TALK = load_talk(TALK_FILE)
+SNIPPETS = {name: ev["snippet"] for name, ev in TALK.events().items() if "snippet" in ev}
+# Two more, for what the talk does not exercise: a command only (run for real here, unlike the
+# talk's `lab-record start`) and a non-ASCII snippet together with a command.
+EXTRA_EVENTS = """\
 touchit:
   description: run a command only
   command: touch "$MARKER_DIR/ran-$LAB_SNIPPET_EVENT"
@@ -32,7 +31,9 @@ both:
 @pytest.fixture
 def snippet_env(tmp_path, xvfb) -> dict:
     events = tmp_path / "events.yml"
-    events.write_text(EVENTS)
+    made = run([sys.executable, "-m", "demolab_talk", "events", TALK_FILE],
+               env=dict(os.environ, PYTHONPATH=str(REPO / "roles/talk/files")))
+    events.write_text(made.stdout + EXTRA_EVENTS)
     markers = tmp_path / "markers"
     markers.mkdir()
     return dict(os.environ, DISPLAY=xvfb, LAB_SNIPPET_EVENTS=str(events), MARKER_DIR=str(markers),
@@ -71,10 +72,12 @@ def snippet(args, env, timeout=30, check=True):
     return run([LAB_SNIPPET, *args], env=env, timeout=timeout, check=check)
 
 
-def test_run_puts_exact_snippet_on_clipboard(snippet_env):
-    res = snippet(["run", "redis"], snippet_env)
+@pytest.mark.parametrize("name", sorted(SNIPPETS))
+def test_run_puts_the_talks_exact_snippet_on_clipboard(snippet_env, name):
+    """Every event of the talk with a snippet: the clipboard holds it byte for byte."""
+    res = snippet(["run", name], snippet_env)
     assert "snippet copied" in res.stdout
-    assert clipboard(snippet_env) == "sudo apt-get install redis-server\nredis-server --port 6380\n"
+    assert clipboard(snippet_env) == SNIPPETS[name]
     assert wait_for(Path(snippet_env["MARKER_DIR"]) / "beeped")
 
 
@@ -103,7 +106,7 @@ def test_chooser_type_letters_and_enter(snippet_env):
             proc.wait(5)
     assert proc.returncode == 0, err
     assert out.startswith("mongoinstall:")
-    assert clipboard(env) == "echo 'deb http://example.invalid/repo dist 10gen' > /etc/apt/sources.list.d/mongodb.list"
+    assert clipboard(env) == SNIPPETS["mongoinstall"]
 
 
 def test_chooser_escape_cancels(snippet_env):
@@ -124,7 +127,8 @@ def test_list_prints_table(snippet_env):
     lines = snippet(["list"], snippet_env).stdout.splitlines()
     assert lines[0].split() == ["NAME", "ACTION", "DESCRIPTION"]
     rows = {line.split()[0]: line.split()[1] for line in lines[1:]}
-    assert rows == {"redis": "snippet", "mongoinstall": "snippet", "touchit": "command", "both": "snippet+command"}
+    talk = {name: "+".join(k for k in ("snippet", "command") if k in ev) for name, ev in TALK.events().items()}
+    assert rows == {**talk, "touchit": "command", "both": "snippet+command"}
 
 
 def test_unknown_event(snippet_env):
@@ -172,10 +176,10 @@ def test_hotkey_via_xbindkeys_opens_chooser(snippet_env, tmp_path):
         end = time.monotonic() + 10
         while time.monotonic() < end:
             got = run(["xclip", "-selection", "clipboard", "-o"], env=env, timeout=10, check=False).stdout
-            if got.startswith("sudo apt-get install redis-server"):
+            if got == SNIPPETS["redis"]:
                 break
             time.sleep(0.1)
-        assert got == "sudo apt-get install redis-server\nredis-server --port 6380\n"
+        assert got == SNIPPETS["redis"]
     finally:
         os.killpg(xbk.pid, 9)
         xbk.wait(5)

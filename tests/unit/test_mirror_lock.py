@@ -3,11 +3,14 @@ otherwise the lab index lacks it at the venue and the offline reinstall fails.""
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[2]
 LOCKED_LOCALLY = {"demolab-app"}  # built by `make wheel`, not fetched from an index
@@ -56,3 +59,24 @@ def test_role_pin_is_locked(where, name, version):
     assert lock[canonical(name)] == version, (
         f"{where} pins {name}=={version}, the lock has {lock[canonical(name)]}: "
         "update mirror/requirements.in and rerun mirror/lock.py")
+
+
+def talk_pip_needs() -> list[tuple[str, str]]:
+    """(talk file, requirement) for the shipped talk and the one TALK=path names."""
+    sys.path.insert(0, str(REPO / "roles" / "talk" / "files"))
+    from demolab_talk import load  # noqa: PLC0415 - the talk role's package
+
+    talks = {REPO / "talk" / "talk.yml", Path(os.environ.get("DEMOLAB_TALK") or REPO / "talk" / "talk.yml")}
+    return [(talk.name, req) for talk in sorted(talks) for req in load(talk).needs().pip]
+
+
+@pytest.mark.parametrize("talk,requirement", talk_pip_needs(), ids=lambda v: str(v))
+def test_talk_pip_need_is_locked(talk, requirement):
+    """What the talk pip-installs on stage is in the lab's index (the lock): `make lock` adds a
+    talk's needs.pip; this fails when the talk changed and the lock was not regenerated."""
+    req = Requirement(requirement)
+    lock = locked()
+    name = canonical(req.name)
+    assert name in lock, f"{talk} needs {requirement}, missing from mirror/requirements.lock: run `make lock`"
+    assert req.specifier.contains(lock[name], prereleases=True), (
+        f"{talk} needs {requirement}, the lock has {req.name}=={lock[name]}: run `make lock`")

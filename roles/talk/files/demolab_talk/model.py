@@ -166,13 +166,14 @@ class _Ctx:
         if not isinstance(node, yaml.MappingNode):
             raise self.err(node, f"{what} must be a mapping")
         out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        where = "" if what == "step" else f"{what}: "  # a step's own keys: "step 'x': unknown key"
         for k, v in node.value:
             if not isinstance(k, yaml.ScalarNode):
-                raise self.err(k, f"{what}: keys must be plain names")
+                raise self.err(k, f"{where}keys must be plain names")
             if k.value not in allowed:
-                raise self.err(k, f"{what}: unknown key {k.value!r} (known: {', '.join(sorted(allowed))})")
+                raise self.err(k, f"{where}unknown key {k.value!r} (known: {', '.join(sorted(allowed))})")
             if k.value in out:
-                raise self.err(k, f"{what}: key {k.value!r} given twice")
+                raise self.err(k, f"{where}key {k.value!r} given twice")
             out[k.value] = (k, v)
         return out
 
