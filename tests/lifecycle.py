@@ -143,7 +143,7 @@ NEVER = "this never appears [0-9]{9}"
 
 def terminal_steps(out: str) -> dict[str, str]:
     """The talk's step lines of the playbook's report (PASS/FAIL/SKIP by step id)."""
-    return {m.group(2): m.group(1).lower() for m in re.finditer(r'"\s+(PASS|FAIL|SKIP)  ([a-z0-9-]+)\s', out)}
+    return {m.group(2): m.group(1).lower() for m in re.finditer(r"[\"']\s+(PASS|FAIL|SKIP)  ([a-z0-9-]+)\s", out)}
 
 
 def check_talk(host: labhosts.Host, work: Path, out: str, report: dict, talk_file: Path) -> list[str]:
