@@ -1,15 +1,19 @@
 """converge -> idempotence -> check mode -> verify -> the venue, on brand-new systemd hosts.
 
     python3 tests/lifecycle.py [--hosts lab1] [--first-index 11] [--no-offline] [--no-mirror-client]
-                               [--no-bundle] [--reuse-ffmpeg] [--keep]
+                               [--no-bundle] [--no-audience] [--phone labp] [--reuse-ffmpeg] [--keep]
 
 Boots fresh Debian 12 hosts (systemd as PID 1, no default route; their only way out is
 the harness's forward proxy), runs playbooks/site.yml on them (online, as a fresh laptop:
 the lab FFmpeg is built from source there unless --reuse-ffmpeg), runs it again and fails
 unless it reports changed=0, runs it once more in check mode (changed=0 too), then runs
-the testinfra suite against the inventory.  Then the venue: the forward proxy stops (no way
-out at all), site.yml runs again with lab_mode=offline, from the lab's own mirrors only, and
-the suite runs once more.  The airplane rehearsal (playbooks/rehearse.yml) runs there: clean
+the testinfra suite against the inventory.  The first host runs the demo app in audience mode
+on a second address of its lab-network interface; a booted (not provisioned) host is the
+room's phone: the audience page (no token), the live CPU graph over Socket.IO, its own upload
+refused (403, nothing stored), the presenter's upload announced and its bytes served (206), and
+Redis, MongoDB, devpi, the proxy and the Debian mirror closed on that address.  Then the venue:
+the forward proxy stops (no way out at all), site.yml runs again with lab_mode=offline, from the
+lab's own mirrors only, and the suite runs once more.  The airplane rehearsal (playbooks/rehearse.yml) runs there: clean
 with what was recorded (the shipped talk: every step PASS, the terminal report and
 rehearsal.json agree, one asciicast v2 recording per command step holding what the step
 printed), then with one unmirrored pip package, Debian package and URL, which its miss report
@@ -277,6 +281,109 @@ def rehearse_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets:
     return failures
 
 
+# The audience's listener: a second address of the first host, AUDIENCE_OFFSET above its own.
+AUDIENCE_OFFSET = 100
+PHONE = REPO / "tests" / "audience_phone.py"
+CLIP = "/tmp/demolab-audience-clip.webm"
+
+
+def role_default(role: str, name: str) -> object:
+    return yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())[name]
+
+
+def audience_phase(lab: labhosts.LabHosts, work: Path, secrets: Path, address: str, name: str,
+                   timings: list[tuple[str, float]]) -> list[str]:
+    """A booted, unprovisioned host on the lab network is the room's phone (audience_phone.py):
+    the page carries no token, the CPU graph updates over Socket.IO, its upload without the
+    token is refused and stores nothing, the presenter's upload (loopback, on the first host) is
+    announced to it and served (Range, 206, WebM), and only the app answers on the address."""
+    t = time.monotonic()
+    stage = lab.hosts[0]
+    phone = lab.add(name)
+    try:
+        failures = room_checks(stage, phone, secrets, address)
+    finally:
+        phone.down()
+        lab.hosts.remove(phone)
+    timings.append(("audience", time.monotonic() - t))
+    return failures
+
+
+def room_checks(stage: labhosts.Host, phone: labhosts.Host, secrets: Path, address: str) -> list[str]:
+    app_port = int(role_default("demo_app", "demo_app_port"))  # type: ignore[call-overload]
+    closed = {"Redis": ("redis", "redis_port"), "MongoDB": ("mongodb", "mongodb_port"),
+              "devpi": ("devpi", "devpi_port"), "the proxy": ("http_cache", "http_cache_port"),
+              "the Debian mirror": ("apt_mirror", "apt_mirror_port")}
+    ports = {what: int(role_default(*where)) for what, where in closed.items()}  # type: ignore[call-overload]
+    url = f"http://{address}:{app_port}/"
+    script = PHONE.read_text()
+    conf = re.sub(r"\{\{\s*lab_etc_dir\b[^}]*\}\}", str(role_default("lab", "lab_etc_dir")),
+                  str(role_default("demo_app", "demo_app_conf_path")))
+    ffmpeg = stage.sh(f"sed -n 's/^ffmpeg *= *//p' {conf}").stdout.strip() or "ffmpeg"
+    made = stage.sh(f"{ffmpeg} -hide_banner -loglevel error -nostdin -f lavfi -i "
+                    f"testsrc=size=160x120:rate=10:duration=1 -c:v libvpx -b:v 100k -y {CLIP}", check=False)
+    if made.returncode != 0:
+        return [f"audience: {ffmpeg} could not make a clip on {stage.name}: {made.stderr.strip()[-300:]}"]
+    clip = subprocess.run([*stage.ssh_args, "cat", CLIP], check=True, capture_output=True).stdout
+    subprocess.run([*phone.ssh_args, f"cat > {CLIP}"], check=True, input=clip)
+
+    room = subprocess.Popen([*phone.ssh_args, "python3", "-", "phone", url, CLIP, "--probe", str(app_port),
+                             *map(str, ports.values())],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert room.stdin is not None and room.stdout is not None
+        room.stdin.write(script)
+        room.stdin.close()
+        ready = json.loads(room.stdout.readline() or "{}")
+        if not ready.get("ready"):
+            room.wait(30)
+            return [f"audience: the phone did not get ready: {room.stderr.read()[-2000:] if room.stderr else ''}"]
+        token = (secrets / stage.name / "demo-app-upload-token").read_text().strip()
+        page = ready["page"]
+        failures = []
+        if ready["page_status"] != 200 or 'data-role="audience"' not in page \
+                or 'data-upload-token=""' not in page or not token or token in page:
+            failures.append(f"audience page: {ready['page_status']}, not the audience's page without "
+                            f"the token: {page[:300]!r}")
+        if len(ready["cpu"]) < 2:
+            failures.append(f"audience: the CPU graph did not update over Socket.IO: {ready['cpu']}")
+        refused = ready["refused"]
+        if refused["status"] != 403 or "token" not in str(refused["body"]):
+            failures.append(f"audience: the phone's upload without the token: {refused}")
+        want = {str(app_port): "open", **{str(p): "refused" for p in ports.values()}}
+        if ready["ports"] != want:
+            failures.append(f"audience address {address}: ports {ready['ports']}, want {want} "
+                            f"({', '.join(f'{w} {p}' for w, p in ports.items())})")
+
+        presented = subprocess.run([*stage.ssh_args, "python3", "-", "present", f"http://127.0.0.1:{app_port}/",
+                                    CLIP], input=script, capture_output=True, text=True, timeout=120)
+        upload = json.loads(presented.stdout or "{}")
+        if upload.get("status") != 202:
+            failures.append(f"audience: the presenter's upload on loopback: {upload} {presented.stderr[-500:]}")
+            return failures
+        result = json.loads(room.stdout.readline() or "{}")
+        room.wait(30)
+        video = result.get("announced")
+        if not video:
+            return [*failures, f"audience: the presenter's video was not announced to the phone: {result} "
+                               f"{room.stderr.read()[-1000:] if room.stderr else ''}"]
+        before, after = ready["videos_before"], result["videos_after"]
+        if sorted(after) != sorted([*before, video["fileid"]]):
+            failures.append(f"audience: /videos {len(before)} -> {len(after)} videos: the presenter's one "
+                            f"and nothing else must be stored (the refused upload neither)")
+        if result["range_status"] != 206 or result["magic"] != "1a45dfa3" \
+                or not result["content_range"].startswith("bytes 0-"):
+            failures.append(f"audience: the video's first bytes on the phone: {result}")
+        print(f"audience at {url} from {phone.name}: page without token, {len(ready['cpu'])} CPU updates, "
+              f"upload without token {refused['status']}, presenter's video {video['fileid']} announced, "
+              f"Range {result['range_status']} ({result['content_range']}), ports {ready['ports']}")
+        return failures
+    finally:
+        if room.poll() is None:
+            room.kill()
+            room.wait()
+
+
 def bench_line(source: str, offline: float, online: float) -> None:
     how = ("the FFmpeg artifact reused (--reuse-ffmpeg)" if FFMPEG_ARTIFACTS
            else "FFmpeg built from source, as on a fresh laptop")
@@ -358,6 +465,9 @@ def main() -> int:
                     help="skip the host provisioned over the lab network from the first host's mirrors")
     ap.add_argument("--no-bundle", action="store_true",
                     help="skip the second host provisioned from a bundle of the first (zero internet)")
+    ap.add_argument("--no-audience", action="store_true",
+                    help="the demo app without audience mode, and no phone")
+    ap.add_argument("--phone", default="labp", help="name of the audience's phone host (audience mode)")
     ap.add_argument("--reuse-ffmpeg", action="store_true",
                     help=f"install the FFmpeg artifact from {FFMPEG_CACHE} on the first host instead of building it")
     ap.add_argument("--keep", action="store_true", help="leave the hosts running (debugging)")
@@ -373,12 +483,21 @@ def main() -> int:
     timings: list[tuple[str, float]] = []
     failures: list[str] = []
 
-    lab = labhosts.LabHosts(a.hosts, first_index=a.first_index)
+    # Audience mode on the first host, on a second address of its interface (not the mirrors').
+    audience = "" if a.no_audience else f"{labhosts.NET_PREFIX}.{a.first_index + AUDIENCE_OFFSET}"
+    if audience and a.first_index + AUDIENCE_OFFSET > 254:
+        raise SystemExit(f"--first-index {a.first_index}: the audience address would be past .254; "
+                         f"use --first-index <= {254 - AUDIENCE_OFFSET} or --no-audience")
+    lab = labhosts.LabHosts(a.hosts, first_index=a.first_index,
+                            extra_ips={a.hosts[0]: [audience]} if audience else None)
     t = time.monotonic()
     try:
         lab.__enter__()
         # Each host serves its mirrors on its lab-network address (other lab hosts use them).
-        lab.inventory(inventory, host_vars={h.name: {"lab_mirror_address": h.ip} for h in lab.hosts})
+        host_vars = {h.name: {"lab_mirror_address": h.ip} for h in lab.hosts}
+        if audience:
+            host_vars[a.hosts[0]].update(demo_app_audience="true", demo_app_audience_address=audience)
+        lab.inventory(inventory, host_vars=host_vars)
         RECORD_URLS.append(f"http://{lab.hosts[0].ip}:3180/apt/Release")
         timings.append(("boot", time.monotonic() - t))
 
@@ -395,6 +514,9 @@ def main() -> int:
                                log=work / "check.log", timings=timings)
 
         failures += verified("verify", inventory, secrets, timings)
+
+        if audience and not failures:
+            failures += audience_phase(lab, work, secrets, audience, a.phone, timings)
 
         if not a.no_offline and not failures:
             # The venue: the forward proxy is gone, so the hosts have no way out at all. The
@@ -422,8 +544,8 @@ def main() -> int:
     if failures:
         print("\nFAILED: " + "; ".join(failures))
         return 1
-    print("\nlifecycle: converge, idempotence (changed=0), check mode, verify, the venue, the rehearsal, "
-          "the host from the first host's mirrors and the host from a bundle all passed")
+    print("\nlifecycle: converge, idempotence (changed=0), check mode, verify, the audience's phone, the venue, "
+          "the rehearsal, the host from the first host's mirrors and the host from a bundle all passed")
     return 0
 
 

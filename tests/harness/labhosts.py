@@ -220,11 +220,13 @@ class ForwardProxy:
 
 
 class Host:
-    def __init__(self, name: str, index: int) -> None:
+    def __init__(self, name: str, index: int, extra_ips: list[str] | None = None) -> None:
         if not 2 <= index <= 254:
             raise ValueError("host index must be 2..254")
         self.name, self.index = name, index
         self.ip = f"{NET_PREFIX}.{index}"
+        # More addresses on the same interface, set before boot (e.g. the audience's network).
+        self.extra_ips = list(extra_ips or [])
         self.dir = RUN / "hosts" / name
         self.root = self.dir / "root"
         self.proc: subprocess.Popen | None = None
@@ -257,6 +259,8 @@ class Host:
         ns = ["ip", "netns", "exec", self.name]
         run([*ns, "ip", "link", "set", "lo", "up"])
         run([*ns, "ip", "addr", "add", f"{self.ip}/24", "dev", "eth0"])  # no default route
+        for extra in self.extra_ips:
+            run([*ns, "ip", "addr", "add", f"{extra}/24", "dev", "eth0"])
         run([*ns, "ip", "link", "set", "eth0", "up"])
         console = open(self.dir / "console.log", "ab")
         self.proc = subprocess.Popen(
@@ -338,8 +342,10 @@ def _alive(pid: int, proc: subprocess.Popen | None) -> bool:
 class LabHosts:
     """Boot hosts and the forward proxy; always tear them down."""
 
-    def __init__(self, names: list[str], first_index: int = 11) -> None:
-        self.hosts = [Host(n, first_index + i) for i, n in enumerate(names)]
+    def __init__(self, names: list[str], first_index: int = 11,
+                 extra_ips: dict[str, list[str]] | None = None) -> None:
+        """extra_ips: more addresses of a host (by name) on its lab-network interface."""
+        self.hosts = [Host(n, first_index + i, (extra_ips or {}).get(n)) for i, n in enumerate(names)]
         self.proxy = ForwardProxy()
         self._old_handlers: dict[int, object] = {}
 
