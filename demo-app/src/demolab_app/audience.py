@@ -19,7 +19,6 @@ The presenter's listener (``host``, loopback) is unchanged.  A second listener o
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 import re
@@ -30,6 +29,7 @@ from typing import Any
 
 from gevent.pywsgi import WSGIServer
 
+from .access import is_local_address
 from .config import Settings
 
 log = logging.getLogger(__name__)
@@ -53,20 +53,9 @@ h1{{font-size:2em;color:#ffd54f;}}</style></head>
 """
 
 
-def is_loopback(address: str | None) -> bool:
-    if not address:
-        return False
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return bool((mapped or ip).is_loopback)
-
-
 def is_presenter(environ: dict[str, Any]) -> bool:
     """Loopback peer on the presenter's listener (never a request from the audience's)."""
-    return not environ.get(AUDIENCE_KEY) and is_loopback(environ.get("REMOTE_ADDR"))
+    return not environ.get(AUDIENCE_KEY) and is_local_address(environ.get("REMOTE_ADDR"))
 
 
 def upload_token(settings: Settings) -> str:
