@@ -75,6 +75,8 @@ ANSI_RE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|
 URL_IN_TEXT = re.compile(r"https?://[^\s\"'<>`)\]}|\\]+")
 HTML_REF = re.compile(r"""\b(?:src|href|action)\s*=\s*["'](/(?!/)[^"'\s]*)["']""")
 FS_PATH = re.compile(r"""(?:^|(?<=[\s"'=(]))(~/[\w.@%+-][\w./@%+-]*|/(?:opt|etc|var|usr|srv|home|root)/[\w./@%+-]+)""")
+# bash's notice when a job dies of the timeout's signal ("Hangup", "bash: line 3:  42 Killed  sleep 9").
+KILL_NOTICE = re.compile(r"^(?:.*\b\d+\s+)?(?:Hangup|Killed|Terminated)\b")
 PIP_MISS = re.compile(r"No matching distribution found for (\S+)")
 APT_MISS = re.compile(r"Unable to locate package (\S+)|Package '?([\w.+-]+)'? has no installation candidate")
 NOT_FOUND = re.compile(r"(?:bash: )?(?:line \d+: )?([^\s:]+): command not found")
@@ -631,7 +633,11 @@ class Rehearsal:
             pkg = m.group(1) or m.group(2)
             res.miss("apt", pkg, APT_FIX)
             res.fail(f"apt: {pkg} is not in the lab mirror")
-        last = next((ln.strip() for ln in reversed(run.output.splitlines()) if ln.strip()), "")
+        lines = [ln.strip() for ln in run.output.splitlines() if ln.strip()]
+        if run.timed_out:
+            # What the step printed, not the shell's notice of the kill that ended it.
+            lines = [ln for ln in lines if not KILL_NOTICE.search(ln)]
+        last = lines[-1] if lines else ""
         if run.timed_out:
             res.fail(f"timed out after {st.timeout} s" + (f" (last output: {last[:120]})" if last else ""))
         elif run.exit is None:
