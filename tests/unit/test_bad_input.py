@@ -163,7 +163,7 @@ def test_an_unsupported_system_is_refused_before_any_change(tmp_path, distributi
     line = next(x for x in text.splitlines() if "demolab supports only" in x)
     assert f"localhost runs {distribution} {release} {architecture}" in line
     assert line.rstrip().endswith("demolab supports only Debian 12 (bookworm) amd64; provision such a "
-                                  "machine (or a VM: see the README's Vagrant section).")
+                                  "machine (or a Vagrant VM of it: see the Vagrantfile).")
     assert "TASK [redis" not in text  # no role ran
     assert not secrets.exists()
 
