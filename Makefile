@@ -18,7 +18,11 @@ LAB_MODE ?= $(shell cat .lab-mode 2>/dev/null)
 TALK ?=
 TALK_FILE := $(abspath $(or $(TALK),talk/talk.yml))
 TALK_ARGS := $(if $(TALK),-e talk_file=$(TALK_FILE))
+# Exported only when TALK is given (the suites read it): never into a shell that runs the lab's
+# own demolab-talk, which reads the installed talk.
+ifneq ($(TALK),)
 export DEMOLAB_TALK := $(TALK_FILE)
+endif
 # The lab FFmpeg the media suite builds (once): test runs install it instead of rebuilding.
 FFMPEG_CACHE ?= /var/cache/demolab/ffmpeg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
