@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -110,3 +112,34 @@ def test_exporting_a_store_that_is_not_filled_says_what_to_run(tmp_path):
     assert "has no apt, pypi, devpi-venv, ffmpeg, http_cache" in text
     assert "run `make lab` there while" in text
     assert not (dest / "MANIFEST.json").exists() and not list(dest.glob("*.tar"))
+
+
+@pytest.mark.parametrize("distribution,release,architecture", [
+    ("Ubuntu", "24", "x86_64"),    # another distribution
+    ("Debian", "11", "x86_64"),    # another release
+    ("Debian", "13", "aarch64"),   # another architecture
+])
+def test_an_unsupported_system_is_refused_before_any_change(tmp_path, distribution, release,
+                                                             architecture):
+    facts = {"distribution": distribution, "distribution_major_version": release,
+             "architecture": architecture}
+    secrets = tmp_path / "secrets"
+    # redis_configure generates its secret even in check mode: if the preflight let the run
+    # through, the secrets directory would appear.
+    out = playbook("--check", "--tags", "redis_configure", "-e", f"lab_secrets_dir={secrets}",
+                   "-e", json.dumps({"lab_platform_facts": facts}), tmp=tmp_path)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    line = next(x for x in text.splitlines() if "demolab supports only" in x)
+    assert f"localhost runs {distribution} {release} {architecture}" in line
+    assert "Debian 12 (bookworm) amd64, Debian 13 (trixie) amd64" in line
+    assert "TASK [redis" not in text  # no role ran
+    assert not secrets.exists()
+
+
+def test_this_debian_machine_passes_the_preflight(tmp_path):
+    # The real facts of this machine (Debian 12 amd64, like the CI runner): no override.
+    out = playbook("--check", "--tags", "redis_configure", "-e", f"lab_secrets_dir={tmp_path}/s",
+                   tmp=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "demolab supports only" not in out.stdout + out.stderr
