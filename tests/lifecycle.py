@@ -1,7 +1,7 @@
 """converge -> idempotence -> check mode -> verify -> the venue, on brand-new systemd hosts.
 
     python3 tests/lifecycle.py [--hosts lab1] [--first-index 11] [--no-offline] [--no-mirror-client]
-                               [--no-bundle] [--reuse-ffmpeg] [--keep]
+                               [--no-bundle] [--no-debian13 | --only-debian13] [--reuse-ffmpeg] [--keep]
 
 Boots fresh Debian 12 hosts (systemd as PID 1, no default route; their only way out is
 the harness's forward proxy), runs playbooks/site.yml on them (online, as a fresh laptop:
@@ -9,7 +9,9 @@ the lab FFmpeg is built from source there unless --reuse-ffmpeg), runs it again 
 unless it reports changed=0, runs it once more in check mode (changed=0 too), then runs
 the testinfra suite against the inventory.  Then the venue: the forward proxy stops (no way
 out at all), site.yml runs again with lab_mode=offline, from the lab's own mirrors only, and
-the suite runs once more.  The airplane rehearsal (playbooks/rehearse.yml) runs there: clean
+the suite runs once more.  Before the venue, a brand-new Debian 13 (trixie) host converges
+online too (its lab FFmpeg built from trixie's own source once, then reused from the
+artifact cache), idempotence, verify.  The airplane rehearsal (playbooks/rehearse.yml) runs there: clean
 with what was recorded, then with one unmirrored pip package, Debian package and URL, which
 its miss report must name exactly.  Then a brand-new host with no way out at all is
 provisioned over the lab network from the first host's mirrors alone (lab_mirror_host):
@@ -208,6 +210,68 @@ def mirror_client_phase(lab: labhosts.LabHosts, work: Path, secrets: Path,
     return failures
 
 
+def debian13_phase(lab: labhosts.LabHosts, work: Path, secrets: Path, timings: list[tuple[str, float]],
+                   name: str) -> list[str]:
+    """A brand-new Debian 13 (trixie) host, online as a fresh laptop: converge, idempotence,
+    verify. Its lab FFmpeg is built from trixie's own source package, once: the artifact (its
+    key names the release) is kept in FFMPEG_CACHE and installed from there by later runs."""
+    lab.proxy.start()
+    t = time.monotonic()
+    host = lab.add(name, suite="trixie")
+    inv = lab.inventory(work / f"inventory-{name}.ini", hosts=[host],
+                        host_vars={name: {"lab_mirror_address": host.ip}})
+    timings.append(("boot Debian 13 host", time.monotonic() - t))
+    cached = [m.parent for m in FFMPEG_CACHE.glob("artifacts/*/manifest.json")
+              if json.loads(m.read_text()).get("release") == "trixie"]
+    extra = ("-e", f"ffmpeg_artifact_source_dir={FFMPEG_CACHE}") if cached else ()
+    print(f"Debian 13 host {name}: lab FFmpeg " + (f"from the cached artifact {cached[0].name}" if cached
+                                                   else "built from trixie's source (then cached)"))
+    t = time.monotonic()
+    rc, out = run_playbook("site.yml", inv, secrets, *extra, log=work / f"{name}-converge.log")
+    timings.append(("Debian 13 converge", time.monotonic() - t))
+    if rc != 0:
+        print(out[-6000:])
+        return [f"Debian 13 host: converge rc={rc}; full log: {work / f'{name}-converge.log'}"]
+    if not cached:
+        keep_ffmpeg_artifact(host)
+    failures = []
+    t = time.monotonic()
+    rc, out = run_playbook("site.yml", inv, secrets, *extra, log=work / f"{name}-idempotence.log")
+    timings.append(("Debian 13 idempotence", time.monotonic() - t))
+    changed = changed_counts(out)
+    print(f"Debian 13 idempotence recap: {changed}")
+    if rc != 0 or not changed or any(changed.values()):
+        failures.append(f"Debian 13 idempotence: rc={rc} changed={changed}; "
+                        + "; ".join(changed_tasks(out)))
+    failures += verified("Debian 13 verify", inv, secrets, timings)
+    release = host.sh(". /etc/os-release; echo $VERSION_ID $(python3 -c 'import sys; print(sys.version[:4])')",
+                      check=False).stdout.split()
+    print(f"Debian 13 host: Debian {release[:1]}, Python {release[1:]}")
+    if release[:1] != ["13"]:
+        failures.append(f"the Debian 13 host runs Debian {release}")
+    return failures
+
+
+def keep_ffmpeg_artifact(host: labhosts.Host) -> None:
+    """Copy the host's FFmpeg artifact (its store's current.json key) into FFMPEG_CACHE."""
+    out = host.sh("cat /var/lib/demolab/mirror/ffmpeg/current.json", check=False)
+    if out.returncode != 0:
+        print(f"no FFmpeg artifact to keep on {host.name}: {out.stderr.strip()}")
+        return
+    key = json.loads(out.stdout)["key"]
+    dest = FFMPEG_CACHE / "artifacts" / key
+    part = dest.with_name(key + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    tar = subprocess.Popen([*host.ssh_args, f"tar -C /var/lib/demolab/mirror/ffmpeg/artifacts/{key} -c ."],
+                           stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-C", str(part), "-x"], stdin=tar.stdout, check=True)
+    if tar.wait() == 0 and not dest.exists():
+        part.rename(dest)
+        print(f"kept the Debian 13 FFmpeg artifact in {dest}")
+    shutil.rmtree(part, ignore_errors=True)
+
+
 def bundle_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: Path,
                  timings: list[tuple[str, float]]) -> list[str]:
     """make bundle of the first host's store, then a brand-new host provisioned only from it."""
@@ -238,6 +302,10 @@ def main() -> int:
                     help="skip the host provisioned over the lab network from the first host's mirrors")
     ap.add_argument("--no-bundle", action="store_true",
                     help="skip the second host provisioned from a bundle of the first (zero internet)")
+    ap.add_argument("--no-debian13", action="store_true",
+                    help="skip the Debian 13 host (converge, idempotence, verify)")
+    ap.add_argument("--only-debian13", action="store_true",
+                    help="only the Debian 13 host (no Debian 12 host)")
     ap.add_argument("--reuse-ffmpeg", action="store_true",
                     help=f"install the FFmpeg artifact from {FFMPEG_CACHE} on the first host instead of building it")
     ap.add_argument("--keep", action="store_true", help="leave the hosts running (debugging)")
@@ -253,10 +321,13 @@ def main() -> int:
     timings: list[tuple[str, float]] = []
     failures: list[str] = []
 
-    lab = labhosts.LabHosts(a.hosts, first_index=a.first_index)
+    lab = labhosts.LabHosts([] if a.only_debian13 else a.hosts, first_index=a.first_index)
     t = time.monotonic()
     try:
         lab.__enter__()
+        if a.only_debian13:
+            failures += debian13_phase(lab, work, secrets, timings, f"{a.hosts[0]}-13")
+            return finish(failures)
         # Each host serves its mirrors on its lab-network address (other lab hosts use them).
         lab.inventory(inventory, host_vars={h.name: {"lab_mirror_address": h.ip} for h in lab.hosts})
         RECORD_URLS.append(f"http://{lab.hosts[0].ip}:3180/apt/Release")
@@ -275,6 +346,9 @@ def main() -> int:
                                log=work / "check.log", timings=timings)
 
         failures += verified("verify", inventory, secrets, timings)
+
+        if not a.no_debian13 and not failures:
+            failures += debian13_phase(lab, work, secrets, timings, f"{a.hosts[0]}-13")
 
         if not a.no_offline and not failures:
             # The venue: the forward proxy is gone, so the hosts have no way out at all. The
@@ -299,11 +373,16 @@ def main() -> int:
             failures += bundle_phase(lab, work, inventory, secrets, timings)
     finally:
         lab.finish(a.keep, inventory, timings)
+    return finish(failures)
+
+
+def finish(failures: list[str]) -> int:
     if failures:
         print("\nFAILED: " + "; ".join(failures))
         return 1
-    print("\nlifecycle: converge, idempotence (changed=0), check mode, verify, the venue, the rehearsal, "
-          "the host from the first host's mirrors and the host from a bundle all passed")
+    print("\nlifecycle: every phase passed (converge, idempotence (changed=0), check mode, verify, the "
+          "Debian 13 host, the venue, the rehearsal, the host from the first host's mirrors, the host "
+          "from a bundle; less what --no-* left out)")
     return 0
 
 

@@ -348,6 +348,7 @@ class LabHosts:
 
     def __init__(self, names: list[str], first_index: int = 11, suite: str = SUITE) -> None:
         self.hosts = [Host(n, first_index + i, suite) for i, n in enumerate(names)]
+        self.first_index = first_index
         self.proxy = ForwardProxy()
         self._old_handlers: dict[int, object] = {}
 
@@ -397,7 +398,7 @@ class LabHosts:
 
     def add(self, name: str, suite: str = SUITE) -> Host:
         """Boot one more host now (torn down with the others)."""
-        host = Host(name, max(h.index for h in self.hosts) + 1, suite)
+        host = Host(name, max((h.index + 1 for h in self.hosts), default=self.first_index), suite)
         self.hosts.append(host)
         host.up()
         return host
