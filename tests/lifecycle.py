@@ -291,6 +291,55 @@ def bundle_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: P
     return failures
 
 
+def debian12_phases(a: argparse.Namespace, lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: Path,
+                    timings: list[tuple[str, float]]) -> list[str]:
+    """The Debian 12 host and all that follows it (module docstring)."""
+    failures: list[str] = []
+    # Each host serves its mirrors on its lab-network address (other lab hosts use them).
+    lab.inventory(inventory, host_vars={h.name: {"lab_mirror_address": h.ip} for h in lab.hosts})
+    RECORD_URLS.append(f"http://{lab.hosts[0].ip}:3180/apt/Release")
+
+    t = time.monotonic()
+    rc, out = playbook(inventory, secrets, log=work / "converge.log")
+    timings.append(("converge", time.monotonic() - t))
+    if rc != 0:
+        print(out[-6000:])
+        raise SystemExit(f"converge failed (rc={rc}); full log: {work / 'converge.log'}")
+
+    failures += no_changes("idempotence", inventory, secrets, log=work / "idempotence.log",
+                           timings=timings)
+    failures += no_changes("check mode", inventory, secrets, "--check", "--diff",
+                           log=work / "check.log", timings=timings)
+
+    failures += verified("verify", inventory, secrets, timings)
+
+    if not a.no_debian13 and not failures:
+        failures += debian13_phase(lab, work, secrets, timings, f"{a.hosts[0]}-13")
+
+    if not a.no_offline and not failures:
+        # The venue: the forward proxy is gone, so the hosts have no way out at all. The
+        # same playbook in offline mode must converge from the lab's own mirrors.
+        lab.proxy.stop()
+        t = time.monotonic()
+        rc, out = playbook(inventory, secrets, "-e", "lab_mode=offline", log=work / "offline.log")
+        timings.append(("offline run", time.monotonic() - t))
+        if rc != 0:
+            print(out[-6000:])
+            failures.append(f"offline run: rc={rc}; full log: {work / 'offline.log'}")
+        else:
+            failures += verified("offline verify", inventory, secrets, timings)
+
+    if not a.no_offline and not failures:
+        failures += rehearse_phase(lab, work, inventory, secrets, timings)
+
+    if not a.no_offline and not a.no_mirror_client and not failures:
+        failures += mirror_client_phase(lab, work, secrets, timings)
+
+    if not a.no_offline and not a.no_bundle and not failures:
+        failures += bundle_phase(lab, work, inventory, secrets, timings)
+    return failures
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hosts", nargs="+", default=["lab1"])
@@ -325,52 +374,11 @@ def main() -> int:
     t = time.monotonic()
     try:
         lab.__enter__()
+        timings.append(("boot", time.monotonic() - t))
         if a.only_debian13:
             failures += debian13_phase(lab, work, secrets, timings, f"{a.hosts[0]}-13")
-            return finish(failures)
-        # Each host serves its mirrors on its lab-network address (other lab hosts use them).
-        lab.inventory(inventory, host_vars={h.name: {"lab_mirror_address": h.ip} for h in lab.hosts})
-        RECORD_URLS.append(f"http://{lab.hosts[0].ip}:3180/apt/Release")
-        timings.append(("boot", time.monotonic() - t))
-
-        t = time.monotonic()
-        rc, out = playbook(inventory, secrets, log=work / "converge.log")
-        timings.append(("converge", time.monotonic() - t))
-        if rc != 0:
-            print(out[-6000:])
-            raise SystemExit(f"converge failed (rc={rc}); full log: {work / 'converge.log'}")
-
-        failures += no_changes("idempotence", inventory, secrets, log=work / "idempotence.log",
-                               timings=timings)
-        failures += no_changes("check mode", inventory, secrets, "--check", "--diff",
-                               log=work / "check.log", timings=timings)
-
-        failures += verified("verify", inventory, secrets, timings)
-
-        if not a.no_debian13 and not failures:
-            failures += debian13_phase(lab, work, secrets, timings, f"{a.hosts[0]}-13")
-
-        if not a.no_offline and not failures:
-            # The venue: the forward proxy is gone, so the hosts have no way out at all. The
-            # same playbook in offline mode must converge from the lab's own mirrors.
-            lab.proxy.stop()
-            t = time.monotonic()
-            rc, out = playbook(inventory, secrets, "-e", "lab_mode=offline", log=work / "offline.log")
-            timings.append(("offline run", time.monotonic() - t))
-            if rc != 0:
-                print(out[-6000:])
-                failures.append(f"offline run: rc={rc}; full log: {work / 'offline.log'}")
-            else:
-                failures += verified("offline verify", inventory, secrets, timings)
-
-        if not a.no_offline and not failures:
-            failures += rehearse_phase(lab, work, inventory, secrets, timings)
-
-        if not a.no_offline and not a.no_mirror_client and not failures:
-            failures += mirror_client_phase(lab, work, secrets, timings)
-
-        if not a.no_offline and not a.no_bundle and not failures:
-            failures += bundle_phase(lab, work, inventory, secrets, timings)
+        else:
+            failures += debian12_phases(a, lab, work, inventory, secrets, timings)
     finally:
         lab.finish(a.keep, inventory, timings)
     return finish(failures)
