@@ -214,16 +214,18 @@ def debian13_phase(lab: labhosts.LabHosts, work: Path, secrets: Path, timings: l
                    name: str) -> list[str]:
     """A brand-new Debian 13 (trixie) host, online as a fresh laptop: converge, idempotence,
     verify. Its lab FFmpeg is built from trixie's own source package, once: the artifact (its
-    key names the release) is kept in FFMPEG_CACHE and installed from there by later runs."""
+    key names the release) is kept in FFMPEG_CACHE/trixie and installed from there by later
+    runs (a directory of its own: FFMPEG_CACHE/artifacts is what Debian 12 hosts take)."""
     lab.proxy.start()
+    cache = FFMPEG_CACHE / "trixie"
     t = time.monotonic()
     host = lab.add(name, suite="trixie")
     inv = lab.inventory(work / f"inventory-{name}.ini", hosts=[host],
                         host_vars={name: {"lab_mirror_address": host.ip}})
     timings.append(("boot Debian 13 host", time.monotonic() - t))
-    cached = [m.parent for m in FFMPEG_CACHE.glob("artifacts/*/manifest.json")
+    cached = [m.parent for m in cache.glob("artifacts/*/manifest.json")
               if json.loads(m.read_text()).get("release") == "trixie"]
-    extra = ("-e", f"ffmpeg_artifact_source_dir={FFMPEG_CACHE}") if cached else ()
+    extra = ("-e", f"ffmpeg_artifact_source_dir={cache}") if cached else ()
     print(f"Debian 13 host {name}: lab FFmpeg " + (f"from the cached artifact {cached[0].name}" if cached
                                                    else "built from trixie's source (then cached)"))
     t = time.monotonic()
@@ -233,7 +235,7 @@ def debian13_phase(lab: labhosts.LabHosts, work: Path, secrets: Path, timings: l
         print(out[-6000:])
         return [f"Debian 13 host: converge rc={rc}; full log: {work / f'{name}-converge.log'}"]
     if not cached:
-        keep_ffmpeg_artifact(host)
+        keep_ffmpeg_artifact(host, cache)
     failures = []
     t = time.monotonic()
     rc, out = run_playbook("site.yml", inv, secrets, *extra, log=work / f"{name}-idempotence.log")
@@ -252,14 +254,14 @@ def debian13_phase(lab: labhosts.LabHosts, work: Path, secrets: Path, timings: l
     return failures
 
 
-def keep_ffmpeg_artifact(host: labhosts.Host) -> None:
-    """Copy the host's FFmpeg artifact (its store's current.json key) into FFMPEG_CACHE."""
+def keep_ffmpeg_artifact(host: labhosts.Host, cache: Path) -> None:
+    """Copy the host's FFmpeg artifact (its store's current.json key) into CACHE/artifacts."""
     out = host.sh("cat /var/lib/demolab/mirror/ffmpeg/current.json", check=False)
     if out.returncode != 0:
         print(f"no FFmpeg artifact to keep on {host.name}: {out.stderr.strip()}")
         return
     key = json.loads(out.stdout)["key"]
-    dest = FFMPEG_CACHE / "artifacts" / key
+    dest = cache / "artifacts" / key
     part = dest.with_name(key + ".part")
     shutil.rmtree(part, ignore_errors=True)
     part.mkdir(parents=True)
