@@ -231,11 +231,11 @@ def debian13_phase(lab: labhosts.LabHosts, work: Path, secrets: Path, timings: l
     t = time.monotonic()
     rc, out = run_playbook("site.yml", inv, secrets, *extra, log=work / f"{name}-converge.log")
     timings.append(("Debian 13 converge", time.monotonic() - t))
+    if not cached:  # also after a failure elsewhere: the build is the long part
+        keep_ffmpeg_artifact(host, cache)
     if rc != 0:
         print(out[-6000:])
         return [f"Debian 13 host: converge rc={rc}; full log: {work / f'{name}-converge.log'}"]
-    if not cached:
-        keep_ffmpeg_artifact(host, cache)
     failures = []
     t = time.monotonic()
     rc, out = run_playbook("site.yml", inv, secrets, *extra, log=work / f"{name}-idempotence.log")
