@@ -197,7 +197,7 @@ def mirror_client_phase(lab: labhosts.LabHosts, work: Path, secrets: Path,
     (lab_mirror_host): pip from its devpi, apt from its Debian mirror, the FFmpeg artifact from
     its store; its apt and pip sources must be that host's only."""
     mirror = lab.hosts[0]
-    host, failures = second_host(lab, work, secrets, timings, name="labm", label="M",
+    host, failures = second_host(lab, work, secrets, timings, name=f"{lab.hosts[0].name}-m", label="M",
                                  source=f"from {mirror.name}'s mirrors", extra=(),
                                  host_vars={"lab_mirror_host": mirror.ip})
     if failures:
@@ -288,8 +288,8 @@ def bundle_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: P
         return [f"make bundle: rc={rc}; full log: {work / 'bundle.log'}"]
     size = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file())
     print(f"bundle: {size / 2**20:.0f} MiB in {bundle}")
-    _, failures = second_host(lab, work, secrets, timings, name="labb", label="B", source="from a bundle",
-                              extra=("-e", f"lab_bundle_dir={bundle}"))
+    _, failures = second_host(lab, work, secrets, timings, name=f"{lab.hosts[0].name}-b", label="B",
+                              source="from a bundle", extra=("-e", f"lab_bundle_dir={bundle}"))
     return failures
 
 
