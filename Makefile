@@ -30,7 +30,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CONTROLLER_PKGS := python3-venv python3-pip openssh-client iproute2 debootstrap \
 	systemd-container zstd apt-cacher-ng sudo
 
-.PHONY: help deps venv wheel lab bundle offline online rehearse ready verify lint unit quick lock talk test test-hosts \
+.PHONY: help deps venv wheel lab bundle offline online rehearse ready verify lint unit quick lock talk test test-hosts test-vagrant-replay \
 	test-local test-http-cache test-devpi test-media test-apt-mirror test-demo-app test-talk bench-talk clean
 
 help:
@@ -137,6 +137,12 @@ test-local: venv
 	@$(MAKE) --no-print-directory lab PLAYBOOK_ARGS="-e ffmpeg_artifact_source_dir=$(FFMPEG_CACHE) $(PLAYBOOK_ARGS)"
 	@$(MAKE) --no-print-directory verify
 
+# The Vagrantfile's provisioner (vagrant/ansible_local.json) replayed on a fresh host set up
+# like a Vagrant box: the unprivileged SSH user, sudo, pip, the ansible-playbook line.
+test-vagrant-replay: venv
+	@echo "==> the Vagrantfile's ansible_local provisioning, replayed on a fresh host"
+	@$(BIN)/python tests/vagrant/replay.py
+
 test-demo-app: deps
 	@echo "==> demo app (real Redis, SecantusDB, FFmpeg, Chromium)"
 	@$(MAKE) --no-print-directory -C demo-app test
@@ -166,7 +172,7 @@ test-talk: venv
 bench-talk: venv
 	@$(BIN)/python tests/talk/bench_latency.py
 
-test: quick test-talk test-demo-app test-devpi test-http-cache test-media test-apt-mirror test-hosts test-local
+test: quick test-talk test-demo-app test-devpi test-http-cache test-media test-apt-mirror test-vagrant-replay test-hosts test-local
 	@echo "==> all tests passed"
 
 clean:

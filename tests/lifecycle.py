@@ -1,7 +1,8 @@
 """converge -> idempotence -> check mode -> verify -> the venue, on brand-new systemd hosts.
 
     python3 tests/lifecycle.py [--hosts lab1] [--first-index 11] [--no-offline] [--no-mirror-client]
-                               [--no-bundle] [--no-audience] [--phone labp] [--reuse-ffmpeg] [--keep]
+                               [--no-bundle] [--no-audience] [--phone labp] [--no-debian13 | --only-debian13]
+                               [--reuse-ffmpeg] [--keep]
 
 Boots fresh Debian 12 hosts (systemd as PID 1, no default route; their only way out is
 the harness's forward proxy), runs playbooks/site.yml on them (online, as a fresh laptop:
@@ -11,7 +12,9 @@ the testinfra suite against the inventory.  The first host runs the demo app in 
 on a second address of its lab-network interface; a booted (not provisioned) host is the
 room's phone: the audience page (no token), the live CPU graph over Socket.IO, its own upload
 refused (403, nothing stored), the presenter's upload announced and its bytes served (206), and
-Redis, MongoDB, devpi, the proxy and the Debian mirror closed on that address.  Then the venue:
+Redis, MongoDB, devpi, the proxy and the Debian mirror closed on that address.  A brand-new
+Debian 13 (trixie) host converges online too (its lab FFmpeg built from trixie's own source
+once, then reused from the artifact cache), idempotence, verify.  Then the venue:
 the forward proxy stops (no way out at all), site.yml runs again with lab_mode=offline, from the
 lab's own mirrors only, and the suite runs once more.  The airplane rehearsal (playbooks/rehearse.yml) runs there: clean
 with what was recorded (the shipped talk: every step PASS, the terminal report and
@@ -422,7 +425,7 @@ def mirror_client_phase(lab: labhosts.LabHosts, work: Path, secrets: Path,
     (lab_mirror_host): pip from its devpi, apt from its Debian mirror, the FFmpeg artifact from
     its store; its apt and pip sources must be that host's only."""
     mirror = lab.hosts[0]
-    host, failures = second_host(lab, work, secrets, timings, name="labm", label="M",
+    host, failures = second_host(lab, work, secrets, timings, name=f"{lab.hosts[0].name}-m", label="M",
                                  source=f"from {mirror.name}'s mirrors", extra=(),
                                  host_vars={"lab_mirror_host": mirror.ip})
     if failures:
@@ -433,6 +436,70 @@ def mirror_client_phase(lab: labhosts.LabHosts, work: Path, secrets: Path,
     if apt != {f"http://{mirror.ip}:3180/apt"} or pip != [f"http://{mirror.ip}:3141/lab/offline/+simple/"]:
         failures.append(f"host M: apt's sources {sorted(apt)} and pip's index {pip} must be {mirror.name}'s only")
     return failures
+
+
+def debian13_phase(lab: labhosts.LabHosts, work: Path, secrets: Path, timings: list[tuple[str, float]],
+                   name: str) -> list[str]:
+    """A brand-new Debian 13 (trixie) host, online as a fresh laptop: converge, idempotence,
+    verify. Its lab FFmpeg is built from trixie's own source package, once: the artifact (its
+    key names the release) is kept in FFMPEG_CACHE/trixie and installed from there by later
+    runs (a directory of its own: FFMPEG_CACHE/artifacts is what Debian 12 hosts take)."""
+    lab.proxy.start()
+    cache = FFMPEG_CACHE / "trixie"
+    t = time.monotonic()
+    host = lab.add(name, suite="trixie")
+    inv = lab.inventory(work / f"inventory-{name}.ini", hosts=[host],
+                        host_vars={name: {"lab_mirror_address": host.ip}})
+    timings.append(("boot Debian 13 host", time.monotonic() - t))
+    cached = [m.parent for m in cache.glob("artifacts/*/manifest.json")
+              if json.loads(m.read_text()).get("release") == "trixie"]
+    extra = ("-e", f"ffmpeg_artifact_source_dir={cache}") if cached else ()
+    print(f"Debian 13 host {name}: lab FFmpeg " + (f"from the cached artifact {cached[0].name}" if cached
+                                                   else "built from trixie's source (then cached)"))
+    t = time.monotonic()
+    rc, out = run_playbook("site.yml", inv, secrets, *extra, log=work / f"{name}-converge.log")
+    timings.append(("Debian 13 converge", time.monotonic() - t))
+    if not cached:  # also after a failure elsewhere: the build is the long part
+        keep_ffmpeg_artifact(host, cache)
+    if rc != 0:
+        print(out[-6000:])
+        return [f"Debian 13 host: converge rc={rc}; full log: {work / f'{name}-converge.log'}"]
+    failures = []
+    t = time.monotonic()
+    rc, out = run_playbook("site.yml", inv, secrets, *extra, log=work / f"{name}-idempotence.log")
+    timings.append(("Debian 13 idempotence", time.monotonic() - t))
+    changed = changed_counts(out)
+    print(f"Debian 13 idempotence recap: {changed}")
+    if rc != 0 or not changed or any(changed.values()):
+        failures.append(f"Debian 13 idempotence: rc={rc} changed={changed}; "
+                        + "; ".join(changed_tasks(out)))
+    failures += verified("Debian 13 verify", inv, secrets, timings)
+    release = host.sh(". /etc/os-release; echo $VERSION_ID $(python3 -c 'import sys; print(sys.version[:4])')",
+                      check=False).stdout.split()
+    print(f"Debian 13 host: Debian {release[:1]}, Python {release[1:]}")
+    if release[:1] != ["13"]:
+        failures.append(f"the Debian 13 host runs Debian {release}")
+    return failures
+
+
+def keep_ffmpeg_artifact(host: labhosts.Host, cache: Path) -> None:
+    """Copy the host's FFmpeg artifact (its store's current.json key) into CACHE/artifacts."""
+    out = host.sh("cat /var/lib/demolab/mirror/ffmpeg/current.json", check=False)
+    if out.returncode != 0:
+        print(f"no FFmpeg artifact to keep on {host.name}: {out.stderr.strip()}")
+        return
+    key = json.loads(out.stdout)["key"]
+    dest = cache / "artifacts" / key
+    part = dest.with_name(key + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    tar = subprocess.Popen([*host.ssh_args, f"tar -C /var/lib/demolab/mirror/ffmpeg/artifacts/{key} -c ."],
+                           stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-C", str(part), "-x"], stdin=tar.stdout, check=True)
+    if tar.wait() == 0 and not dest.exists():
+        part.rename(dest)
+        print(f"kept the Debian 13 FFmpeg artifact in {dest}")
+    shutil.rmtree(part, ignore_errors=True)
 
 
 def bundle_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: Path,
@@ -449,8 +516,63 @@ def bundle_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: P
         return [f"make bundle: rc={rc}; full log: {work / 'bundle.log'}"]
     size = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file())
     print(f"bundle: {size / 2**20:.0f} MiB in {bundle}")
-    _, failures = second_host(lab, work, secrets, timings, name="labb", label="B", source="from a bundle",
-                              extra=("-e", f"lab_bundle_dir={bundle}"))
+    _, failures = second_host(lab, work, secrets, timings, name=f"{lab.hosts[0].name}-b", label="B",
+                              source="from a bundle", extra=("-e", f"lab_bundle_dir={bundle}"))
+    return failures
+
+
+def debian12_phases(a: argparse.Namespace, lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: Path,
+                    timings: list[tuple[str, float]], audience: str) -> list[str]:
+    """The Debian 12 host and all that follows it (module docstring)."""
+    failures: list[str] = []
+    # Each host serves its mirrors on its lab-network address (other lab hosts use them).
+    host_vars = {h.name: {"lab_mirror_address": h.ip} for h in lab.hosts}
+    if audience:
+        host_vars[a.hosts[0]].update(demo_app_audience="true", demo_app_audience_address=audience)
+    lab.inventory(inventory, host_vars=host_vars)
+    RECORD_URLS.append(f"http://{lab.hosts[0].ip}:3180/apt/Release")
+
+    t = time.monotonic()
+    rc, out = playbook(inventory, secrets, log=work / "converge.log")
+    timings.append(("converge", time.monotonic() - t))
+    if rc != 0:
+        print(out[-6000:])
+        raise SystemExit(f"converge failed (rc={rc}); full log: {work / 'converge.log'}")
+
+    failures += no_changes("idempotence", inventory, secrets, log=work / "idempotence.log",
+                           timings=timings)
+    failures += no_changes("check mode", inventory, secrets, "--check", "--diff",
+                           log=work / "check.log", timings=timings)
+
+    failures += verified("verify", inventory, secrets, timings)
+
+    if audience and not failures:
+        failures += audience_phase(lab, work, secrets, audience, a.phone, timings)
+
+    if not a.no_debian13 and not failures:
+        failures += debian13_phase(lab, work, secrets, timings, f"{a.hosts[0]}-13")
+
+    if not a.no_offline and not failures:
+        # The venue: the forward proxy is gone, so the hosts have no way out at all. The
+        # same playbook in offline mode must converge from the lab's own mirrors.
+        lab.proxy.stop()
+        t = time.monotonic()
+        rc, out = playbook(inventory, secrets, "-e", "lab_mode=offline", log=work / "offline.log")
+        timings.append(("offline run", time.monotonic() - t))
+        if rc != 0:
+            print(out[-6000:])
+            failures.append(f"offline run: rc={rc}; full log: {work / 'offline.log'}")
+        else:
+            failures += verified("offline verify", inventory, secrets, timings)
+
+    if not a.no_offline and not failures:
+        failures += rehearse_phase(lab, work, inventory, secrets, timings)
+
+    if not a.no_offline and not a.no_mirror_client and not failures:
+        failures += mirror_client_phase(lab, work, secrets, timings)
+
+    if not a.no_offline and not a.no_bundle and not failures:
+        failures += bundle_phase(lab, work, inventory, secrets, timings)
     return failures
 
 
@@ -468,6 +590,10 @@ def main() -> int:
     ap.add_argument("--no-audience", action="store_true",
                     help="the demo app without audience mode, and no phone")
     ap.add_argument("--phone", default="labp", help="name of the audience's phone host (audience mode)")
+    ap.add_argument("--no-debian13", action="store_true",
+                    help="skip the Debian 13 host (converge, idempotence, verify)")
+    ap.add_argument("--only-debian13", action="store_true",
+                    help="only the Debian 13 host (no Debian 12 host)")
     ap.add_argument("--reuse-ffmpeg", action="store_true",
                     help=f"install the FFmpeg artifact from {FFMPEG_CACHE} on the first host instead of building it")
     ap.add_argument("--keep", action="store_true", help="leave the hosts running (debugging)")
@@ -484,68 +610,32 @@ def main() -> int:
     failures: list[str] = []
 
     # Audience mode on the first host, on a second address of its interface (not the mirrors').
-    audience = "" if a.no_audience else f"{labhosts.NET_PREFIX}.{a.first_index + AUDIENCE_OFFSET}"
+    audience = "" if a.no_audience or a.only_debian13 else f"{labhosts.NET_PREFIX}.{a.first_index + AUDIENCE_OFFSET}"
     if audience and a.first_index + AUDIENCE_OFFSET > 254:
         raise SystemExit(f"--first-index {a.first_index}: the audience address would be past .254; "
                          f"use --first-index <= {254 - AUDIENCE_OFFSET} or --no-audience")
-    lab = labhosts.LabHosts(a.hosts, first_index=a.first_index,
+    lab = labhosts.LabHosts([] if a.only_debian13 else a.hosts, first_index=a.first_index,
                             extra_ips={a.hosts[0]: [audience]} if audience else None)
     t = time.monotonic()
     try:
         lab.__enter__()
-        # Each host serves its mirrors on its lab-network address (other lab hosts use them).
-        host_vars = {h.name: {"lab_mirror_address": h.ip} for h in lab.hosts}
-        if audience:
-            host_vars[a.hosts[0]].update(demo_app_audience="true", demo_app_audience_address=audience)
-        lab.inventory(inventory, host_vars=host_vars)
-        RECORD_URLS.append(f"http://{lab.hosts[0].ip}:3180/apt/Release")
         timings.append(("boot", time.monotonic() - t))
-
-        t = time.monotonic()
-        rc, out = playbook(inventory, secrets, log=work / "converge.log")
-        timings.append(("converge", time.monotonic() - t))
-        if rc != 0:
-            print(out[-6000:])
-            raise SystemExit(f"converge failed (rc={rc}); full log: {work / 'converge.log'}")
-
-        failures += no_changes("idempotence", inventory, secrets, log=work / "idempotence.log",
-                               timings=timings)
-        failures += no_changes("check mode", inventory, secrets, "--check", "--diff",
-                               log=work / "check.log", timings=timings)
-
-        failures += verified("verify", inventory, secrets, timings)
-
-        if audience and not failures:
-            failures += audience_phase(lab, work, secrets, audience, a.phone, timings)
-
-        if not a.no_offline and not failures:
-            # The venue: the forward proxy is gone, so the hosts have no way out at all. The
-            # same playbook in offline mode must converge from the lab's own mirrors.
-            lab.proxy.stop()
-            t = time.monotonic()
-            rc, out = playbook(inventory, secrets, "-e", "lab_mode=offline", log=work / "offline.log")
-            timings.append(("offline run", time.monotonic() - t))
-            if rc != 0:
-                print(out[-6000:])
-                failures.append(f"offline run: rc={rc}; full log: {work / 'offline.log'}")
-            else:
-                failures += verified("offline verify", inventory, secrets, timings)
-
-        if not a.no_offline and not failures:
-            failures += rehearse_phase(lab, work, inventory, secrets, timings)
-
-        if not a.no_offline and not a.no_mirror_client and not failures:
-            failures += mirror_client_phase(lab, work, secrets, timings)
-
-        if not a.no_offline and not a.no_bundle and not failures:
-            failures += bundle_phase(lab, work, inventory, secrets, timings)
+        if a.only_debian13:
+            failures += debian13_phase(lab, work, secrets, timings, f"{a.hosts[0]}-13")
+        else:
+            failures += debian12_phases(a, lab, work, inventory, secrets, timings, audience)
     finally:
         lab.finish(a.keep, inventory, timings)
+    return finish(failures)
+
+
+def finish(failures: list[str]) -> int:
     if failures:
         print("\nFAILED: " + "; ".join(failures))
         return 1
-    print("\nlifecycle: converge, idempotence (changed=0), check mode, verify, the audience's phone, the venue, "
-          "the rehearsal, the host from the first host's mirrors and the host from a bundle all passed")
+    print("\nlifecycle: every phase passed (converge, idempotence (changed=0), check mode, verify, the audience's "
+          "phone, the Debian 13 host, the venue, the rehearsal, the host from the first host's mirrors, the host "
+          "from a bundle; less what --no-* left out)")
     return 0
 
 

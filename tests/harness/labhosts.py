@@ -1,4 +1,4 @@
-"""Fresh, offline Debian 12 test hosts with systemd as PID 1.
+"""Fresh, offline Debian 12 (or 13) test hosts with systemd as PID 1.
 
 Each host is a systemd-nspawn container booted from a cached debootstrap rootfs
 (an overlay per host, so a new host costs ~0 s), living in its own network
@@ -10,8 +10,8 @@ is at the venue, offline.
 Used as a library (``LabHosts`` context manager: tears everything down on
 exit, on failure and on Ctrl-C) and as a CLI for manual work::
 
-    python3 tests/harness/labhosts.py base          # build/cached rootfs
-    python3 tests/harness/labhosts.py up lab1 11    # boot 10.77.0.11 and wait
+    python3 tests/harness/labhosts.py base [--suite trixie]       # build/cached rootfs
+    python3 tests/harness/labhosts.py up lab1 11 [--suite trixie] # boot 10.77.0.11 and wait
     python3 tests/harness/labhosts.py down lab1
 """
 
@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -39,6 +40,8 @@ BRIDGE_IP = f"{NET_PREFIX}.1"
 # each port gets its own cache so two apt-cacher-ng never share files.
 PROXY_PORT = int(os.environ.get("DEMOLAB_PROXY_PORT", "3142"))
 SUITE = "bookworm"
+# The Debian releases a host can run (its rootfs is cached per release).
+SUITES = ("bookworm", "trixie")
 BASE_PACKAGES = [
     "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-apt",
     "sudo", "iproute2", "ca-certificates", "procps",
@@ -72,15 +75,17 @@ def apt_install(*pkgs: str) -> None:
         run(["apt-get", *lock, "install", "-y", "-qq", *missing], env=env, stdout=subprocess.DEVNULL)
 
 
-def deb822_sources() -> str:
-    """The machine's own Debian sources (never a hostname written in the repo)."""
+def deb822_sources(suite: str = SUITE) -> str:
+    """The machine's own Debian sources (never a hostname written in the repo), for SUITE."""
     path = Path("/etc/apt/sources.list.d/debian.sources")
-    if path.exists():
-        return path.read_text()
-    legacy = Path("/etc/apt/sources.list")
-    if legacy.exists():
-        return legacy.read_text()
-    raise SystemExit("no Debian apt sources on this machine: cannot build a test host")
+    if not path.exists():
+        path = Path("/etc/apt/sources.list")
+    if not path.exists():
+        raise SystemExit("no Debian apt sources on this machine: cannot build a test host")
+    text = path.read_text()
+    own = next((s for s in SUITES if re.search(rf"\b{s}\b", text)), suite)
+    # bookworm, bookworm-updates, bookworm-security -> the same for the host's release.
+    return re.sub(rf"\b{own}\b", suite, text)
 
 
 def first_mirror() -> str:
@@ -102,10 +107,12 @@ def ssh_key() -> Path:
     return key
 
 
-def base_tarball() -> Path:
-    """Build (once) and return the cached rootfs tarball."""
-    key = hashlib.sha256((RECIPE_VERSION + SUITE + " ".join(BASE_PACKAGES)).encode()).hexdigest()[:12]
-    tarball = CACHE / f"{SUITE}-base-{key}.tar.zst"
+def base_tarball(suite: str = SUITE) -> Path:
+    """Build (once) and return the cached rootfs tarball of a Debian release."""
+    if suite not in SUITES:
+        raise SystemExit(f"test hosts run Debian {' or '.join(SUITES)}, not {suite!r}")
+    key = hashlib.sha256((RECIPE_VERSION + suite + " ".join(BASE_PACKAGES)).encode()).hexdigest()[:12]
+    tarball = CACHE / f"{suite}-base-{key}.tar.zst"
     if tarball.exists():
         return tarball
     apt_install("debootstrap", "systemd-container", "zstd", "openssh-client", "iproute2")
@@ -113,12 +120,13 @@ def base_tarball() -> Path:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(dir=CACHE, prefix="rootfs-") as tmp:
         root = Path(tmp) / "root"
-        log(f"debootstrap {SUITE} minbase into {root} (once; ~3-4 min)")
-        run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-             SUITE, str(root), first_mirror()], stdout=subprocess.DEVNULL)
-        # Same sources as this machine (main + updates + security), not only "bookworm main".
+        log(f"debootstrap {suite} minbase into {root} (once; ~3-4 min)")
+        run(["nice", "-n", "10", "debootstrap", "--variant=minbase",
+             f"--include={','.join(BASE_PACKAGES)}", suite, str(root), first_mirror()],
+            stdout=subprocess.DEVNULL)
+        # Same sources as this machine (main + updates + security), not only "SUITE main".
         (root / "etc/apt/sources.list").write_text("")
-        (root / "etc/apt/sources.list.d/debian.sources").write_text(deb822_sources())
+        (root / "etc/apt/sources.list.d/debian.sources").write_text(deb822_sources(suite))
         ssh_dir = root / "root/.ssh"
         ssh_dir.mkdir(mode=0o700, exist_ok=True)
         (ssh_dir / "authorized_keys").write_text(pub)
@@ -143,8 +151,8 @@ def base_tarball() -> Path:
     return tarball
 
 
-def base_dir() -> Path:
-    tarball = base_tarball()
+def base_dir(suite: str = SUITE) -> Path:
+    tarball = base_tarball(suite)
     extracted = RUN / ("base-" + tarball.name.removesuffix(".tar.zst"))
     if not (extracted / "etc").is_dir():
         shutil.rmtree(extracted, ignore_errors=True)
@@ -220,10 +228,11 @@ class ForwardProxy:
 
 
 class Host:
-    def __init__(self, name: str, index: int, extra_ips: list[str] | None = None) -> None:
+    def __init__(self, name: str, index: int, extra_ips: list[str] | None = None,
+                 suite: str = SUITE) -> None:
         if not 2 <= index <= 254:
             raise ValueError("host index must be 2..254")
-        self.name, self.index = name, index
+        self.name, self.index, self.suite = name, index, suite
         self.ip = f"{NET_PREFIX}.{index}"
         # More addresses on the same interface, set before boot (e.g. the audience's network).
         self.extra_ips = list(extra_ips or [])
@@ -240,7 +249,7 @@ class Host:
     def up(self, timeout: float = 90) -> None:
         self.down()  # a leftover from a killed run
         ensure_bridge()
-        lower = base_dir()
+        lower = base_dir(self.suite)
         for sub in ("upper", "work", "root"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         run(["mount", "-t", "overlay", "overlay", "-o",
@@ -343,9 +352,10 @@ class LabHosts:
     """Boot hosts and the forward proxy; always tear them down."""
 
     def __init__(self, names: list[str], first_index: int = 11,
-                 extra_ips: dict[str, list[str]] | None = None) -> None:
+                 extra_ips: dict[str, list[str]] | None = None, suite: str = SUITE) -> None:
         """extra_ips: more addresses of a host (by name) on its lab-network interface."""
-        self.hosts = [Host(n, first_index + i, (extra_ips or {}).get(n)) for i, n in enumerate(names)]
+        self.hosts = [Host(n, first_index + i, (extra_ips or {}).get(n), suite) for i, n in enumerate(names)]
+        self.first_index = first_index
         self.proxy = ForwardProxy()
         self._old_handlers: dict[int, object] = {}
 
@@ -393,9 +403,9 @@ class LabHosts:
         if started is not None:
             print(f"  {'total':<{width}} {time.monotonic() - started:7.1f} s")
 
-    def add(self, name: str) -> Host:
+    def add(self, name: str, suite: str = SUITE) -> Host:
         """Boot one more host now (torn down with the others)."""
-        host = Host(name, max(h.index for h in self.hosts) + 1)
+        host = Host(name, max((h.index + 1 for h in self.hosts), default=self.first_index), suite=suite)
         self.hosts.append(host)
         host.up()
         return host
@@ -433,19 +443,21 @@ def lab_hosts(names: list[str]) -> Iterator[LabHosts]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("base", help="build the cached rootfs if missing")
+    base = sub.add_parser("base", help="build the cached rootfs if missing")
+    base.add_argument("--suite", default=SUITE, choices=SUITES)
     up = sub.add_parser("up", help="boot a host (leaves it running)")
     up.add_argument("name")
     up.add_argument("index", type=int)
+    up.add_argument("--suite", default=SUITE, choices=SUITES)
     down = sub.add_parser("down", help="power a host off and remove it")
     down.add_argument("name")
     a = p.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("the test-host harness needs root (namespaces, mounts, nspawn)")
     if a.cmd == "base":
-        print(base_tarball())
+        print(base_tarball(a.suite))
     elif a.cmd == "up":
-        Host(a.name, a.index).up()
+        Host(a.name, a.index, suite=a.suite).up()
     elif a.cmd == "down":
         Host(a.name, 2).down()  # the index only matters for booting
 

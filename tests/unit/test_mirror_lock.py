@@ -80,3 +80,15 @@ def test_talk_pip_need_is_locked(talk, requirement):
     assert name in lock, f"{talk} needs {requirement}, missing from mirror/requirements.lock: run `make lock`"
     assert req.specifier.contains(lock[name], prereleases=True), (
         f"{talk} needs {requirement}, the lock has {req.name}=={lock[name]}: run `make lock`")
+def test_the_lock_covers_every_python_devpi_fills_for():
+    """The lock was generated for the Pythons/platforms the devpi role downloads (3.11 for
+    Debian 12, 3.13 for Debian 13): otherwise a wheel of one release has no hash."""
+    header = next(line for line in (REPO / "mirror" / "requirements.lock").read_text().splitlines()
+                  if line.startswith("# Targets: "))
+    locked_targets = set(header.removeprefix("# Targets: ").split())
+    devpi = yaml.safe_load((REPO / "roles/devpi/defaults/main.yml").read_text())
+    wanted = {f"{t['python']}:{','.join(t['platforms'])}" for t in devpi["devpi_fill_targets"]}
+    assert wanted <= locked_targets, (
+        f"devpi fills for {sorted(wanted - locked_targets)}, the lock was made for {sorted(locked_targets)}: "
+        "rerun mirror/lock.py with one --target per devpi_fill_targets entry")
+    assert {t.split(":")[0] for t in wanted} >= {"3.11", "3.13"}
