@@ -30,7 +30,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CONTROLLER_PKGS := python3-venv python3-pip openssh-client iproute2 debootstrap \
 	systemd-container zstd apt-cacher-ng sudo
 
-.PHONY: help deps venv wheel lab bundle offline online rehearse ready verify lint unit quick lock talk test test-hosts test-vagrant-replay \
+.PHONY: help deps venv wheel lab bundle offline online rehearse ready verify lint unit quick lock talk test test-serial test-hosts test-vagrant-replay \
 	test-local test-http-cache test-devpi test-media test-apt-mirror test-demo-app test-talk bench-talk clean
 
 help:
@@ -127,9 +127,11 @@ lock: venv
 
 # The foundation lifecycle on a brand-new offline systemd host:
 # converge -> idempotence (changed=0) -> check mode -> testinfra verify.
+# LIFECYCLE_ARGS: e.g. --no-debian13, or --only-debian13 (make test runs the two side by side).
+LIFECYCLE_ARGS ?=
 test-hosts: venv wheel
 	@echo "==> fresh systemd test hosts: converge, idempotence, check mode, verify"
-	@$(BIN)/python tests/lifecycle.py
+	@$(BIN)/python tests/lifecycle.py $(LIFECYCLE_ARGS)
 
 # `make lab` on this very machine (supervisord path where PID 1 is not systemd), then verify.
 test-local: venv
@@ -172,8 +174,18 @@ test-talk: venv
 bench-talk: venv
 	@$(BIN)/python tests/talk/bench_latency.py
 
-test: quick test-talk test-demo-app test-devpi test-http-cache test-media test-apt-mirror test-vagrant-replay test-hosts test-local
+# Every suite, in three lanes side by side (tests/lanes.py: this machine | other fresh hosts |
+# the Debian 12 lifecycle), after what they share is built once: the toolchain, the demo app's
+# wheel and the test hosts' root filesystems.
+test: venv wheel
+	@$(BIN)/python tests/harness/labhosts.py base --suite bookworm >/dev/null
+	@$(BIN)/python tests/harness/labhosts.py base --suite trixie >/dev/null
+	@$(BIN)/python tests/lanes.py
 	@echo "==> all tests passed"
+
+# The same suites one after the other (to compare with make test's lanes).
+test-serial: venv wheel
+	@$(BIN)/python tests/lanes.py --serial
 
 clean:
 	rm -rf .run
