@@ -224,7 +224,7 @@ def rehearse_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets:
     host = lab.hosts[0]
     t = time.monotonic()
     rc, out = run_playbook("rehearse.yml", inventory, secrets, "-e",
-                           json.dumps({"rehearse_urls": RECORDED + RECORD_URLS}), log=work / "rehearse.log")
+                           json.dumps({"rehearsal_urls": RECORDED + RECORD_URLS}), log=work / "rehearse.log")
     timings.append(("rehearse", time.monotonic() - t))
     report = json.loads(host.sh("cat /var/lib/demolab/rehearsal.json").stdout)
     talk = report.get("talk") or {}
@@ -249,8 +249,8 @@ def rehearse_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets:
     broken, cases = broken_talk(work)
     t = time.monotonic()
     rc, out = run_playbook("rehearse.yml", inventory, secrets, "-e", json.dumps(
-        {"rehearse_urls": [*RECORDED, *RECORD_URLS, missing["url"]], "rehearse_pip": [missing["pip"]],
-         "rehearse_apt": [missing["apt"]], "talk_file": str(broken)}), log=work / "rehearse-misses.log")
+        {"rehearsal_urls": [*RECORDED, *RECORD_URLS, missing["url"]], "rehearsal_pip": [missing["pip"]],
+         "rehearsal_apt": [missing["apt"]], "talk_file": str(broken)}), log=work / "rehearse-misses.log")
     timings.append(("rehearse miss", time.monotonic() - t))
     report = json.loads(host.sh("cat /var/lib/demolab/rehearsal.json").stdout)
     got = sorted((m["kind"], m["what"]) for m in report["misses"])
@@ -508,7 +508,7 @@ def bundle_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: P
     bundle = work / "bundle"
     shutil.rmtree(bundle, ignore_errors=True)
     t = time.monotonic()
-    rc, out = run_playbook("bundle.yml", inventory, secrets, "-e", f"bundle_dest={bundle}",
+    rc, out = run_playbook("bundle.yml", inventory, secrets, "-e", f"bundle_dir={bundle}",
                            log=work / "bundle.log")
     timings.append(("make bundle", time.monotonic() - t))
     if rc != 0:
@@ -517,7 +517,7 @@ def bundle_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: P
     size = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file())
     print(f"bundle: {size / 2**20:.0f} MiB in {bundle}")
     _, failures = second_host(lab, work, secrets, timings, name=f"{lab.hosts[0].name}-b", label="B",
-                              source="from a bundle", extra=("-e", f"lab_bundle_dir={bundle}"))
+                              source="from a bundle", extra=("-e", f"bundle_dir={bundle}"))
     return failures
 
 
