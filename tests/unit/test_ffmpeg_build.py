@@ -370,3 +370,135 @@ def test_role_installs_this_program_under_its_command_name():
     defaults = (REPO / "roles/ffmpeg/defaults/main.yml").read_text()
     assert "ffmpeg_script_path: /usr/local/sbin/lab-ffmpeg-build" in defaults
     assert PROGRAM.read_text().startswith("#!/usr/bin/python3\n") and os.access(PROGRAM, os.X_OK)
+
+
+# ---------------------------------------------------------------- the build pipeline, small
+# A tiny Debian source package named ffmpeg (native, 7:0.0.1) whose configure and Makefile
+# behave like FFmpeg's: the real dpkg-source, make, dpkg-shlibdeps and dpkg-deb run on it in a
+# few seconds. Extra configure flags make it fail where FFmpeg's build can fail.
+CONFIGURE = r"""#!/bin/sh
+prefix=/usr/local
+for a in "$@"; do
+  case $a in
+    --prefix=*) prefix=${a#--prefix=} ;;
+    --enable-test-configure-fails) mkdir -p ffbuild; echo "check failed" > ffbuild/config.log
+                                   echo "ERROR: test configure failure"; exit 1 ;;
+    --enable-test-make-fails) echo "FAIL=1" >> config.mak ;;
+  esac
+done
+echo "PREFIX=$prefix" >> config.mak
+echo "install prefix $prefix"
+"""
+MAKEFILE = """include config.mak
+all: ffmpeg ffprobe
+%.o: %.c
+\t@echo "CC\\t$@"
+\t@sleep 2
+\t@$(if $(FAIL),echo "error: test make failure"; exit 1,cc -c -o $@ $<)
+ffmpeg ffprobe: %: %.o
+\t@echo "LD\\t$@"
+\t@cc -o $@ $<
+install: all
+\tmkdir -p $(DESTDIR)$(PREFIX)/bin
+\tcp ffmpeg ffprobe $(DESTDIR)$(PREFIX)/bin/
+"""
+PROGRAM_C = '#include <stdio.h>\nint main(void) { puts("%s lab build"); return 0; }\n'
+
+
+@pytest.fixture(scope="module")
+def tiny_source(tmp_path_factory) -> Path:
+    """STORE/src holding the tiny ffmpeg_0.0.1.dsc (+ .tar.xz), made with dpkg-source -b."""
+    src = tmp_path_factory.mktemp("tiny") / "src"
+    tree = src / "ffmpeg-0.0.1"
+    (tree / "debian/source").mkdir(parents=True)
+    (tree / "configure").write_text(CONFIGURE)
+    (tree / "configure").chmod(0o755)
+    (tree / "Makefile").write_text(MAKEFILE)
+    for name in ("ffmpeg", "ffprobe"):
+        (tree / f"{name}.c").write_text(PROGRAM_C % name)
+    (tree / "debian/source/format").write_text("3.0 (native)\n")
+    (tree / "debian/control").write_text("Source: ffmpeg\nMaintainer: t <t@localhost>\n\n"
+                                         "Package: ffmpeg\nArchitecture: any\nDescription: tiny\n")
+    (tree / "debian/changelog").write_text("ffmpeg (7:0.0.1) unstable; urgency=medium\n\n  * tiny\n\n"
+                                           " -- t <t@localhost>  Mon, 30 Nov 2026 00:00:00 +0000\n")
+    subprocess.run(["dpkg-source", "-b", tree.name], cwd=src, check=True, capture_output=True, timeout=60)
+    shutil.rmtree(tree)
+    assert (src / "ffmpeg_0.0.1.dsc").exists()
+    return src
+
+
+def tiny_build(tmp_path: Path, tiny_source: Path, *extra) -> tuple[Path, subprocess.CompletedProcess]:
+    store = tmp_path / "store"
+    if not (store / "src").exists():
+        shutil.copytree(tiny_source, store / "src")
+    res = cli("--store", store, "--build-dir", tmp_path / "build", "--prefix-base", "/opt/t", "--jobs", "2",
+              *extra, "ensure", env={"LAB_FFMPEG_PROGRESS_EVERY": "1"})
+    return store, res
+
+
+def test_build_packages_a_deb_with_manifest_log_and_progress(tmp_path, tiny_source):
+    store, res = tiny_build(tmp_path, tiny_source, "--cache", tmp_path / "cache")
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout)
+    assert result["changed"] is True and result["version"] == "7:0.0.1"
+    assert result["prefix"] == "/opt/t/ffmpeg-0.0.1-lab"
+    for phase in ("building FFmpeg 7:0.0.1", "tail -f", "configure", "make -j2", "files compiled",
+                  "stage + package", "built "):
+        assert phase in res.stderr, (phase, res.stderr)
+    deb, manifest = Path(result["deb"]), json.loads(Path(result["manifest"]).read_text())
+    assert deb.name == f"demolab-ffmpeg_0.0.1+lab.{result['key'][:8]}_{lfb.dpkg_arch()}.deb"
+    assert manifest["sha256"] == lfb.sha256_of(deb) and manifest["size"] == deb.stat().st_size
+    assert manifest["key"] == result["key"] and manifest["release"] == "bookworm"
+    log = Path(result["log"]).read_text()
+    for step in ("== unpack", "== configure --disable-everything", "install prefix /opt/t/ffmpeg-0.0.1-lab",
+                 "== make -j2", "CC\tffmpeg.o", "== make install (staged)", "== dpkg-deb", "== done in"):
+        assert step in log, step
+    info = subprocess.run(["dpkg-deb", "-f", str(deb)], capture_output=True, text=True, check=True).stdout
+    assert "Package: demolab-ffmpeg" in info and f"Version: {result['package_version']}" in info
+    assert "Depends: libc6" in info and f"Key {result['key']}" in info
+    root = tmp_path / "root"
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+    ran = subprocess.run([str(root / result["ffmpeg"].lstrip("/"))], capture_output=True, text=True, check=True)
+    assert ran.stdout == "ffmpeg lab build\n"
+    flags = (root / "opt/t/ffmpeg-0.0.1-lab/share/demolab/configure-flags.txt").read_text().splitlines()
+    assert flags == list(lfb.BASE_FLAGS) == manifest["configure_flags"]
+    assert not (tmp_path / "build" / result["key"]).exists()  # scratch dir removed after success
+    cached = tmp_path / "cache/artifacts" / result["key"]
+    assert (cached / deb.name).read_bytes() == deb.read_bytes() and (cached / "manifest.json").exists()
+    again = cli("--store", store, "--version", "7:0.0.1", "--prefix-base", "/opt/t", "ensure", check_rc=0)
+    assert json.loads(again.stdout) == {**result, "changed": False} and "building" not in again.stderr
+
+
+def test_failed_configure_names_the_logs(tmp_path, tiny_source):
+    store, res = tiny_build(tmp_path, tiny_source, "--extra-flag=--enable-test-configure-fails")
+    line = error_line(res)
+    key = next(p.name for p in (store / "artifacts").iterdir())
+    log = store / "artifacts" / key / "build.log"
+    assert line == (f"lab-ffmpeg-build: error: configure failed, see {log} "
+                    f"(and {tmp_path}/build/{key}/src/ffbuild/config.log)")
+    assert "ERROR: test configure failure" in res.stderr  # the log's tail comes before the error
+    # what is left is no artifact: describe says so, naming the log of the failed build
+    again = error_line(cli("--store", store, "--prefix-base", "/opt/t", "--extra-flag=--enable-test-configure-fails",
+                           "describe"))
+    assert f"a build did not finish (see {log})" in again
+
+
+def test_failed_make_names_the_log(tmp_path, tiny_source):
+    store, res = tiny_build(tmp_path, tiny_source, "--extra-flag=--enable-test-make-fails")
+    key = next(p.name for p in (store / "artifacts").iterdir())
+    assert error_line(res) == (f"lab-ffmpeg-build: error: make failed (exit 2), see "
+                               f"{store / 'artifacts' / key / 'build.log'}")
+    assert "error: test make failure" in res.stderr
+
+
+def test_full_disk_is_refused_before_building(tmp_path):
+    with pytest.raises(lfb.Fail, match=r"^only \d+ MB free in .*: building FFmpeg needs about 1000000000 MB there; "
+                                       r"free some space or pass --build-dir DIR on a larger disk$"):
+        lfb.check_space(tmp_path / "not/yet/made", 10**9)
+
+
+def test_missing_source_package_is_one_line(tmp_path):
+    res = cli("--store", tmp_path / "store", "--version", "7:0.0.0-1", "fetch")
+    line = error_line(res)
+    assert line.startswith("lab-ffmpeg-build: error: apt-get source ffmpeg=7:0.0.0-1 failed (exit 100): E: "), line
+    assert line.endswith("is a deb-src entry configured? (run 'lab-ffmpeg-build sources')"), line
