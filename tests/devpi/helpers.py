@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-TOOL = REPO / "roles" / "devpi" / "files" / "demolab-devpi"
+TOOL = REPO / "roles" / "devpi" / "files" / "demolab_devpi.py"
 TARGET = "3.11:manylinux_2_28_x86_64,manylinux_2_17_x86_64,manylinux2014_x86_64"
 MIRROR_LOCK = REPO / "mirror" / "requirements.lock"
 
@@ -199,7 +199,7 @@ class DevpiServer:
 
     def tool(self, *args: str, env: dict | None = None, clientdir: Path | None = None,
              popen: bool = False, **kwargs):
-        """Run roles/devpi/files/demolab-devpi against this server with the venv's Python."""
+        """Run roles/devpi/files/demolab_devpi.py against this server with the venv's Python."""
         cmd = [str(self.venv / "bin" / "python"), str(TOOL), "--url", self.url,
                "--clientdir", str(clientdir or self.serverdir.parent / "client"), *args]
         run_env = env or clean_pip_env()
