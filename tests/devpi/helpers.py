@@ -204,6 +204,10 @@ class DevpiServer:
                "--clientdir", str(clientdir or self.serverdir.parent / "client"), *args]
         run_env = env or clean_pip_env()
         run_env["DEVPI_ROOT_PASSWORD"] = self.password
+        # The index (no --index given) comes from the lab's lab.json, as on a lab host.
+        lab_json = self.serverdir.parent / "lab.json"
+        lab_json.write_text(json.dumps({"devpi": {"url": self.url, "index": "lab/offline"}}))
+        run_env["DEMOLAB_LAB_JSON"] = str(lab_json)
         if popen:
             return subprocess.Popen(cmd, env=run_env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
