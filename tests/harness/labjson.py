@@ -17,7 +17,7 @@ def write(root: Path, *, mode: str = "offline", proxy: str = "http://127.0.0.1:9
     path = root / "lab.json"
     path.write_text(json.dumps({
         "mode": mode, "etc_dir": str(etc), "state_dir": str(state), "talk_dir": str(etc / "talk"),
-        "ready_dir": str(etc / "ready.d"),
+        "ready_dir": str(etc / "ready.d"), "devpi": {"lock": str(etc / "devpi-requirements.lock")},
         "rehearsal": {"report": str(state / "rehearsal.json")},
         "proxy": {"url": proxy, "miss_log": str(state / "http_cache" / "misses.jsonl")},
         "demo_app": {"url": demo},

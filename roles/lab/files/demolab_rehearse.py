@@ -296,12 +296,8 @@ def demo_ffmpeg(etc: Path) -> str:
     return os.environ.get("FFMPEG") or shutil.which("ffmpeg") or "ffmpeg"
 
 
-def main() -> int:
-    lab = lab_settings()
-    if not lab:
-        print(f"demolab-rehearse: the lab is not provisioned (no {LAB_JSON}): run `make lab` first.")
-        return 2
-    etc = Path(lab["etc_dir"])
+def parser(lab: dict) -> argparse.ArgumentParser:
+    """The command line, its defaults from lab.json."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pip-lock", type=Path, default=Path(lab["devpi"]["lock"]))
     ap.add_argument("--pip", action="append", default=[], help="one more requirement (repeatable)")
@@ -310,12 +306,25 @@ def main() -> int:
     ap.add_argument("--proxy", default=lab["proxy"]["url"])
     ap.add_argument("--miss-log", type=Path, default=Path(lab["proxy"]["miss_log"]))
     ap.add_argument("--demo", default=lab["demo_app"]["url"])
-    ap.add_argument("--ffmpeg", default=demo_ffmpeg(etc))
+    ap.add_argument("--ffmpeg", default=demo_ffmpeg(Path(lab["etc_dir"])))
     ap.add_argument("--skip", action="append", default=[], choices=["pip", "apt", "pages", "demo"])
     ap.add_argument("--report", type=Path, default=Path(lab["rehearsal"]["report"]))
     ap.add_argument("--talk", type=Path, default=Path(lab["talk_dir"]) / "talk.yml",
                     help="the talk to rehearse (default: the installed one; none installed: no talk steps)")
     ap.add_argument("--no-talk", action="store_true", help="only the checks above, not the talk's steps")
+    return ap
+
+
+def main() -> int:
+    lab = lab_settings()
+    if not lab:
+        print(f"demolab-rehearse: the lab is not provisioned (no {LAB_JSON}): run `make lab` first.")
+        return 2
+    try:
+        ap = parser(lab)
+    except (KeyError, TypeError) as exc:
+        print(f"demolab-rehearse: {LAB_JSON} lacks {exc}: rerun `make lab` (it writes the lab's endpoints there).")
+        return 2
     args = ap.parse_args()
 
     mode = lab.get("mode")
