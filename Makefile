@@ -106,8 +106,9 @@ verify: venv ## testinfra checks of the provisioned lab
 lint: venv ## ansible-lint (production profile) and ruff
 	@echo "==> ansible-lint (production profile)"
 	@$(BIN)/ansible-lint --offline -q
-	@echo "==> ruff"
+	@echo "==> ruff (every Python file that ships; demo-app with its own settings)"
 	@$(BIN)/ruff check tests roles mirror talk plugins
+	@cd demo-app && $(CURDIR)/$(BIN)/ruff check .
 
 unit: venv ## the unit tests
 	@echo "==> unit tests"

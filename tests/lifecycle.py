@@ -169,6 +169,10 @@ def check_talk(host: labhosts.Host, work: Path, out: str, report: dict, talk_fil
         failures.append(f"talk steps {[s['id'] for s in rep['steps']]} are not the talk's")
     casts = work / "casts"
     casts.mkdir(exist_ok=True)
+    # The casts' place is the host's (demolab_talk.paths reads it from the host's lab.json).
+    lab_json = work / "lab.json"
+    lab_json.write_text(host.sh("cat /etc/demolab/lab.json").stdout)
+    os.environ["DEMOLAB_LAB_JSON"] = str(lab_json)
     for step in talk.steps:
         got = next((s for s in rep["steps"] if s["id"] == step.id), None)
         if step.command is None or got is None:

@@ -1,5 +1,5 @@
 """devpi as the lab's PyPI mirror: a real devpi-server on loopback, filled by the role's tool
-(roles/devpi/files/demolab-devpi) from hashed locks, then used by pip in offline mode."""
+(roles/devpi/files/demolab_devpi.py) from hashed locks, then used by pip in offline mode."""
 
 from __future__ import annotations
 

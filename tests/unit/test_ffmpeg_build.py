@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,10 +25,16 @@ BOOKWORM = "7:5.1.9-0+deb12u1"
 TRIXIE = "7:7.1.5-0+deb13u1"
 
 
+# A lab's settings as the lab role writes them (the program's default store is store_dir/ffmpeg).
+LAB_JSON = Path(tempfile.mkdtemp(prefix="lab-ffmpeg-build-test-")) / "lab.json"
+LAB_JSON.write_text(json.dumps({"store_dir": str(LAB_JSON.parent / "store")}))
+
+
 def cli(*args, env=None, check_rc=None) -> subprocess.CompletedProcess:
     """The program as the role runs it (its own shebang), in a clean environment."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("LAB_FFMPEG_", "LAB_APT_", "LAB_DEB_"))}
     base.setdefault("LAB_FFMPEG_RELEASE", "bookworm")
+    base["DEMOLAB_LAB_JSON"] = str(LAB_JSON)  # never this machine's own lab
     res = subprocess.run([str(PROGRAM), *map(str, args)], capture_output=True, text=True, timeout=60,
                          env={**base, **(env or {})}, stdin=subprocess.DEVNULL)
     if check_rc is not None:
@@ -56,7 +63,15 @@ def test_options_in_any_order_both_spellings_and_env():
     _, s = lfb.parse_args(["flags"], env)
     assert s.store == Path("/env/store") and s.jobs == 3
     _, s = lfb.parse_args(["flags"], {})
-    assert s.store == Path("/var/lib/demolab/mirror/ffmpeg") and s.build_root == Path("/var/tmp/demolab-ffmpeg-build")
+    assert s.store is None and s.build_root == Path("/var/tmp/demolab-ffmpeg-build")
+
+
+def test_the_default_store_is_the_labs_from_lab_json(tmp_path):
+    lab_json = tmp_path / "lab.json"
+    lab_json.write_text('{"store_dir": "/srv/lab-store"}')
+    assert lfb.lab_store({"DEMOLAB_LAB_JSON": str(lab_json)}) == Path("/srv/lab-store/ffmpeg")
+    with pytest.raises(lfb.Fail, match=r"no --store given and the lab's settings .*/missing.json cannot be read"):
+        lfb.lab_store({"DEMOLAB_LAB_JSON": str(tmp_path / "missing.json")})
     assert lfb.parse_args(["--help", "--frob"], {})[0] == "help"
 
 

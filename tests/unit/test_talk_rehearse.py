@@ -23,7 +23,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PKG = REPO / "roles" / "talk" / "files"
 sys.path.insert(0, str(PKG))
+sys.path.insert(0, str(REPO / "tests" / "harness"))
 
+import labjson  # noqa: E402
 from demolab_talk.rehearse import fs_paths, html_refs, programs_in, read_cast, urls_in  # noqa: E402
 
 BASHRC = """\
@@ -134,7 +136,7 @@ def rehearsed(tmp_path_factory):
     misses = root / "misses.json"
     misses.write_text(json.dumps([{"kind": "pip", "what": "demolab-unmirrored==2.0", "fix": "lock it"}]))
     out = root / "report.json"
-    env = dict(os.environ, DEMOLAB_STATE=str(root / "state"), PYTHONPATH=str(PKG), PIP_NO_INDEX="1")
+    env = dict(os.environ, DEMOLAB_LAB_JSON=str(labjson.write(root)), PYTHONPATH=str(PKG), PIP_NO_INDEX="1")
     env.pop("DISPLAY", None)
     done = subprocess.run(
         [sys.executable, "-m", "demolab_talk", "rehearse", "--talk", str(talk), "--user", "root",

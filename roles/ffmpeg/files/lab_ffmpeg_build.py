@@ -22,7 +22,7 @@ Commands
   describe  print the JSON line of `ensure` for an existing artifact (exit 1 if not built)
 
 Options (or environment variables)
-  --store DIR       LAB_FFMPEG_STORE   store dir (default /var/lib/demolab/mirror/ffmpeg)
+  --store DIR       LAB_FFMPEG_STORE   store dir (default: the lab's store_dir/ffmpeg, from lab.json)
   --cache DIR       LAB_FFMPEG_CACHE   extra artifact cache: looked up before building and
                                        filled after a build (e.g. /var/cache/demolab/ffmpeg)
   --version VER     LAB_FFMPEG_VERSION Debian source version (e.g. 7:5.1.9-0+deb12u1);
@@ -67,7 +67,8 @@ from pathlib import Path
 PROG = "lab-ffmpeg-build"
 PACKAGING_REV = 1
 PKG_NAME = "demolab-ffmpeg"
-DEFAULT_STORE = "/var/lib/demolab/mirror/ffmpeg"
+# The lab's settings (the lab role writes it; DEMOLAB_LAB_JSON names another): the default store.
+LAB_JSON = "/etc/demolab/lab.json"
 DEFAULT_BUILD_DIR = "/var/tmp/demolab-ffmpeg-build"
 DEFAULT_APT_SOURCES = "/etc/apt/sources.list.d/debian.sources"
 DEFAULT_DEB_SRC_FILE = "/etc/apt/sources.list.d/demolab-deb-src.sources"
@@ -132,7 +133,7 @@ def say(msg: str) -> None:
 # ---------------------------------------------------------------- settings and arguments
 @dataclasses.dataclass
 class Settings:
-    store: Path = Path(DEFAULT_STORE)
+    store: Path | None = None  # None: the lab's store_dir/ffmpeg (lab.json)
     cache: Path | None = None
     version: str = ""
     refresh: bool = False
@@ -168,7 +169,7 @@ def split_flags(text: str) -> list[str]:
 
 def settings_from_env(env: dict[str, str]) -> Settings:
     s = Settings()
-    s.store = Path(env.get("LAB_FFMPEG_STORE") or DEFAULT_STORE)
+    s.store = Path(env["LAB_FFMPEG_STORE"]) if env.get("LAB_FFMPEG_STORE") else None
     s.cache = Path(env["LAB_FFMPEG_CACHE"]) if env.get("LAB_FFMPEG_CACHE") else None
     s.version = env.get("LAB_FFMPEG_VERSION", "")
     s.refresh = env.get("LAB_FFMPEG_REFRESH", "0") == "1"
@@ -834,6 +835,16 @@ HANDLERS = {"sources": cmd_sources, "fetch": cmd_fetch, "flags": cmd_flags, "key
             "ensure": lambda s: emit(ensure(s)), "install": cmd_install, "deb": cmd_deb, "describe": cmd_describe}
 
 
+def lab_store(env: dict[str, str]) -> Path:
+    """The lab's FFmpeg store: store_dir of lab.json, /ffmpeg."""
+    path = Path(env.get("DEMOLAB_LAB_JSON") or LAB_JSON)
+    try:
+        return Path(json.loads(path.read_text())["store_dir"]) / "ffmpeg"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise Fail(f"no --store given and the lab's settings {path} cannot be read ({exc}): "
+                   "give --store DIR (or LAB_FFMPEG_STORE), or provision the lab first (make lab)") from None
+
+
 def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> int:
     env = dict(os.environ if env is None else env)
     try:
@@ -842,7 +853,7 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
             print(__doc__.strip())
             return 0
         s.release = s.release or os_release_codename()
-        s.store = Path(os.path.abspath(s.store))
+        s.store = Path(os.path.abspath(s.store or lab_store(env)))
         s.cache = Path(os.path.abspath(s.cache)) if s.cache else None
         s.build_root = Path(os.path.abspath(s.build_root))
         os.umask(0o022)  # the store is served to other hosts; dpkg-deb wants 0755 dirs
