@@ -30,7 +30,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CONTROLLER_PKGS := python3-venv python3-pip openssh-client iproute2 debootstrap \
 	systemd-container zstd apt-cacher-ng sudo
 
-.PHONY: help deps venv wheel lab bundle offline online rehearse ready verify lint unit quick lock talk test test-hosts test-vagrant-replay \
+.PHONY: help deps venv wheel lab bundle offline online rehearse ready remove verify lint unit quick lock talk test test-hosts test-vagrant-replay \
 	test-local test-http-cache test-devpi test-media test-apt-mirror test-demo-app test-talk bench-talk clean
 
 help:
@@ -98,6 +98,13 @@ rehearse: venv
 
 ready: venv
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/ready.yml
+
+# Give the laptop back: every lab service, program, user and file gone, the files the lab
+# changed restored byte for byte (roles/lab/README.md); the store is kept unless PURGE=1.
+PURGE ?=
+remove: venv
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/remove.yml $(if $(PURGE),-e lab_remove_purge=true) $(PLAYBOOK_ARGS)
+	@rm -f .lab-mode
 
 verify: venv
 	$(BIN)/pytest -q tests/infra --hosts='ansible://lab' --ansible-inventory=$(INVENTORY) -p no:cacheprovider
