@@ -233,21 +233,38 @@ def installed_packages() -> set[str]:
     return {line.split()[1] for line in out.splitlines() if line.startswith("installed ")}
 
 
+APT = ("apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=600")
+
+
+def would_purge(packages: list[str]) -> set[str]:
+    """What apt would take away with these (apt-get --simulate): they and what depends on them."""
+    out = run(*APT, "--simulate", "purge", *packages, check=False).stdout
+    return {line.split()[1] for line in out.splitlines() if line.startswith(("Purg ", "Remv "))}
+
+
 def purge_packages(plan: Plan, originals: Path, s: dict) -> None:
+    """The Debian packages not installed before the lab's first run. One that something installed
+    before now depends on (an upgrade pulled it in) stays: nothing from before is taken away."""
     before = originals / "packages.before"
     if not s["packages"] or not before.exists():
         return
-    had = {p for p in before.read_text().split()}
-    # Names recorded without an architecture match their native-arch form and vice versa.
+    had = set(before.read_text().split())
     had |= {p.split(":")[0] for p in had}
     new = sorted(p for p in installed_packages() if p not in had and p.split(":")[0] not in had)
+    if not new:
+        return
+    if would_purge(new) - set(new) - {p.split(":")[0] for p in new}:
+        new = [p for p in new if not (would_purge([p]) & had)]
     if new:
         plan.do(f"{len(new)} Debian packages the lab installed: {' '.join(new)}",
-                lambda: run("apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=600", "purge", *new))
+                lambda: run(*APT, "purge", *new))
 
 
-def remove_users(plan: Plan, originals: Path) -> None:
-    for name in sorted({u.pw_name for u in lab_users()} | set(new_system_users(originals))):
+def remove_users(plan: Plan, originals: Path, s: dict) -> None:
+    """The lab's demolab-* users and groups; with the packages purged, the system users that
+    appeared since the lab's first run (a purged package's, e.g. redis)."""
+    users = {u.pw_name for u in lab_users()} | (set(new_system_users(originals)) if s["packages"] else set())
+    for name in sorted(users):
         plan.do(f"user {name}", lambda n=name: run("userdel", n))
     for name in sorted(g for g in (line.split(":")[0] for line in Path("/etc/group").read_text().splitlines())
                        if g.startswith("demolab-")):
@@ -332,7 +349,7 @@ def main() -> int:
     remove_files(plan, s)
     # Before the records go with the state directory.
     purge_packages(plan, originals, s)
-    remove_users(plan, originals)
+    remove_users(plan, originals, s)
     kept = remove_state(plan, s)
     if plan.changed and not check and systemd():
         run("systemctl", "daemon-reload", check=False)
