@@ -24,8 +24,10 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 # The lab's blockinfile markers (roles/presenter_kit) contain this; nothing else does.
@@ -103,7 +105,7 @@ def stop_services(plan: Plan, etc: Path) -> None:
                 rm(f"/etc/systemd/system/{n}.service")
             plan.do(f"service {n} (systemd unit, stopped)", stop)
         if units and not plan.check:
-            run("systemctl", "daemon-reload")
+            run("systemctl", "daemon-reload", check=False)
             run("systemctl", "reset-failed", check=False)
     programs = [n for n in names if exists(f"/etc/supervisor/conf.d/{n}.conf")]
     for n in programs:
@@ -140,8 +142,13 @@ def end_processes(plan: Plan) -> None:
                     pids.append(int(proc.name))
             except OSError:
                 continue
+    if plan.check:
+        return  # (the services above would have ended them)
     for pid in pids:
-        plan.do(f"process {pid} (a lab user's)", lambda pid=pid: os.kill(pid, 9))
+        plan.do(f"process {pid} (a lab user's)", lambda pid=pid: os.kill(pid, signal.SIGKILL))
+    deadline = time.monotonic() + 10
+    while pids and time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.2)
 
 
 def restore_originals(plan: Plan, originals: Path) -> set[str]:
