@@ -502,7 +502,8 @@ def plant_presenter_files(host: labhosts.Host) -> dict:
 
 
 def remove_phase(host: labhosts.Host, inv: Path, work: Path, secrets: Path, before: dict,
-                 timings: list[tuple[str, float]]) -> list[str]:
+                 timings: list[tuple[str, float]], reconverge: tuple[str, ...] | None = SECOND_HOST_EXTRA
+                 ) -> list[str]:
     """make remove on the converged host: check mode first (nothing changes), then the presenter's
     files byte-identical (sha256, owner, mode) to before the lab, no lab process, unit, user,
     listening port or Debian package left, the store kept; a second run changed=0; PURGE=1
@@ -551,8 +552,10 @@ def remove_phase(host: labhosts.Host, inv: Path, work: Path, secrets: Path, befo
     if rc != 0 or left.returncode == 0:
         failures.append(f"remove PURGE=1: rc={rc}, /var/lib/demolab still there: {left.stdout.split()}")
 
+    if reconverge is None:
+        return failures
     t = time.monotonic()
-    rc, out = playbook(inv, secrets, *SECOND_HOST_EXTRA, log=work / "remove-reconverge.log")
+    rc, out = playbook(inv, secrets, *reconverge, log=work / "remove-reconverge.log")
     timings.append(("converge after remove", time.monotonic() - t))
     if rc != 0:
         print(out[-6000:])
