@@ -524,7 +524,8 @@ def remove_phase(host: labhosts.Host, inv: Path, work: Path, secrets: Path, befo
     t = time.monotonic()
     rc, out = run_playbook("remove.yml", inv, secrets, log=work / "remove.log")
     timings.append(("remove", time.monotonic() - t))
-    print("\n".join(line for line in out.splitlines() if re.search(r'"(OK|FAIL) ', line)))
+    report = out[out.find("TASK [lab : Show what was removed"):out.find("PLAY RECAP")]
+    print(report[:8000])
     if rc != 0 or not any(changed_counts(out).values()):
         print(out[-4000:])
         return failures + [f"remove: rc={rc} changed={changed_counts(out)}; full log: {work / 'remove.log'}"]
