@@ -30,7 +30,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CONTROLLER_PKGS := python3-venv python3-pip openssh-client iproute2 debootstrap \
 	systemd-container zstd apt-cacher-ng sudo
 
-.PHONY: help deps venv wheel lab bundle offline online rehearse ready verify lint unit quick lock talk test test-serial test-hosts test-vagrant-replay \
+.PHONY: help deps venv wheel lab bundle offline online rehearse ready remove verify lint unit quick lock talk test test-serial test-hosts test-vagrant-replay \
 	test-local test-http-cache test-devpi test-media test-apt-mirror test-demo-app test-talk bench-talk clean
 
 help: ## this list: every target, one line each (the default)
@@ -99,6 +99,13 @@ rehearse: venv ## the airplane rehearsal: the talk offline against the lab's cac
 
 ready: venv ## the readiness report (one line per service)
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/ready.yml
+
+# Give the laptop back: every lab service, program, user and file gone, the files the lab
+# changed restored byte for byte (roles/lab/README.md); the store is kept unless PURGE=1.
+PURGE ?=
+remove: venv ## give the laptop back: lab services, programs, users gone, originals restored (PURGE=1: the store too)
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/remove.yml $(if $(PURGE),-e lab_remove_purge=true) $(PLAYBOOK_ARGS)
+	@rm -f .lab-mode
 
 verify: venv ## testinfra checks of the provisioned lab
 	$(BIN)/pytest -q tests/infra --hosts='ansible://lab' --ansible-inventory=$(INVENTORY) -p no:cacheprovider
