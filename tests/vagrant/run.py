@@ -199,10 +199,30 @@ def provision_mirror_host(lab: labhosts.LabHosts, secrets: Path, result: dict) -
     t = time.monotonic()
     cmd = [str(lifecycle.VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(REPO / "playbooks" / "site.yml"),
            "-e", f"lab_secrets_dir={secrets}", "-e", f"ffmpeg_artifact_source_dir={lifecycle.FFMPEG_CACHE}"]
-    with open(WORK / "mirror-converge.log", "w") as out:
-        rc = subprocess.run(["nice", "-n", "10", *cmd], stdout=out, stderr=subprocess.STDOUT,
-                            env=lifecycle.ansible_env(secrets), cwd=REPO).returncode
-    result.update(rc=rc, seconds=time.monotonic() - t)
+    # The mirror host is this test's fixture, not its subject: on a loaded machine a service
+    # may miss its 60 s start window once, so a failed converge gets one more run.
+    for attempt in (1, 2):
+        with open(WORK / f"mirror-converge-{attempt}.log", "w") as out:
+            rc = subprocess.run(["nice", "-n", "10", *cmd], stdout=out, stderr=subprocess.STDOUT,
+                                env=lifecycle.ansible_env(secrets), cwd=REPO).returncode
+        if rc == 0:
+            break
+    result.update(rc=rc, seconds=time.monotonic() - t, attempts=attempt)
+
+
+def egress_check(ns: Namespace, mirror_ip: str) -> list[str]:
+    """From inside the VM: the forward proxy and the mirror host's ports are reachable,
+    anything else (the bridge's other ports, an address outside the lab network) is not."""
+    probes = [(labhosts.BRIDGE_IP, labhosts.PROXY_PORT, True), (mirror_ip, 22, False),
+              (labhosts.BRIDGE_IP, 22, False), ("192.168.1.1", 80, False)]
+    script = "; ".join(f"timeout 5 bash -c 'exec 3<>/dev/tcp/{ip}/{port}' 2>/dev/null && echo {ip}:{port}=open "
+                       f"|| echo {ip}:{port}=closed" for ip, port, _ in probes)
+    out = subprocess.run(ns.exec("ssh", "-F", str(WORK / "ssh-config"), "default", script),
+                         capture_output=True, text=True).stdout
+    got = dict(line.split("=") for line in out.split() if "=" in line)
+    log(f"from the VM: {got}")
+    want = {f"{ip}:{port}": "open" if ok else "closed" for ip, port, ok in probes}
+    return [] if got == want else [f"the VM's way out: {got}, want {want}"]
 
 
 def infra_inventory(ssh_config: str, mirror_ip: str) -> Path:
@@ -252,7 +272,7 @@ def main() -> int:
         worker = threading.Thread(target=provision_mirror_host, args=(lab, secrets, mirror), daemon=True)
         worker.start()
         log(f"provisioning the mirror host {lab.hosts[0].name} ({mirror_ip}) in the background: "
-            f"{WORK / 'mirror-converge.log'}")
+            f"{WORK / 'mirror-converge-1.log'}")
 
         t = time.monotonic()
         box_file = box.build(suite, lab.proxy.url)
@@ -265,33 +285,40 @@ def main() -> int:
             drop_stale_volumes(box_name)
         timings.append(("vagrant box add", time.monotonic() - t))
 
+        # vagrant up = boot, then the first provision: the VM boots while the mirror host
+        # converges, and each half is timed.
+        destroy = True
+        t = time.monotonic()
+        vagrant("up", "--no-provision", log_to=WORK / "up.log")
+        timings.append(("vagrant up (boot, ssh, rsync)", time.monotonic() - t))
+        _, ssh_config = vagrant("ssh-config")
+        (WORK / "ssh-config").write_text(ssh_config)
+        failures.extend(egress_check(ns, mirror_ip))
+
         t = time.monotonic()
         worker.join()
         timings.append(("wait for the mirror host", time.monotonic() - t))
-        timings.append(("mirror host converge", mirror.get("seconds", 0.0)))
+        timings.append((f"mirror host converge ({mirror.get('attempts')} run(s))", mirror.get("seconds", 0.0)))
         if mirror.get("rc") != 0:
-            raise Failure(f"mirror host converge rc={mirror.get('rc')}; log {WORK / 'mirror-converge.log'}")
+            raise Failure(f"mirror host converge rc={mirror.get('rc')}; logs {WORK}/mirror-converge-*.log")
 
-        destroy = True
         t = time.monotonic()
-        rc, up = vagrant("up", log_to=WORK / "up.log", check=False)
-        timings.append(("vagrant up (boot + first provision)", time.monotonic() - t))
-        boot = re.search(r"Machine booted and ready", up)
-        log(f"vagrant up: rc={rc}, {'booted' if boot else 'did not boot'}")
+        rc, out = vagrant("provision", log_to=WORK / "provision-1.log", check=False)
+        timings.append(("first provision", time.monotonic() - t))
+        changed = changed_counts(playbook_output(out))
+        log(f"first provision: rc={rc}, recap {changed}")
         if rc != 0:
-            raise Failure(f"vagrant up: rc={rc}; log {WORK / 'up.log'}")
+            raise Failure(f"first provision: rc={rc}; log {WORK / 'provision-1.log'}")
 
         t = time.monotonic()
-        rc, out = vagrant("provision", log_to=WORK / "provision.log", check=False)
-        timings.append(("vagrant provision (changed=0)", time.monotonic() - t))
+        rc, out = vagrant("provision", log_to=WORK / "provision-2.log", check=False)
+        timings.append(("second provision (changed=0)", time.monotonic() - t))
         text = playbook_output(out)
         changed = changed_counts(text)
         log(f"vagrant provision: rc={rc}, recap {changed}")
         if rc != 0 or not changed or any(changed.values()):
             raise Failure(f"vagrant provision: rc={rc} changed={changed}: " + "; ".join(changed_tasks(text)))
 
-        _, ssh_config = vagrant("ssh-config")
-        (WORK / "ssh-config").write_text(ssh_config)
         inventory = infra_inventory(ssh_config, mirror_ip)
         vm_secrets = WORK / "vm-secrets" / VM_NAME
         vm_secrets.mkdir(parents=True)
