@@ -13,9 +13,12 @@ Not part of `make test` (software emulation: long). Steps, each timed:
    two ports (an nftables table of the namespace drops everything else; there is no default
    route), so the VM provisions from the mirror host (DEMOLAB_MIRROR_HOST) and needs no internet;
 4. in the namespace, in the project's directory: `vagrant up` (libvirt, DEMOLAB_LIBVIRT_DRIVER=qemu:
-   software emulation), `vagrant provision` (must report changed=0), then the testinfra suite
-   through `vagrant ssh-config`; always `vagrant destroy -f`, libvirtd stopped, the namespace
-   and the hosts removed (also on failure and Ctrl-C) unless --keep.
+   software emulation) in its two halves, timed apart: `vagrant up --no-provision` (boot, ssh,
+   rsync; while the mirror host converges; then the VM's way out is checked from inside it),
+   then the first `vagrant provision` (the mirror shell provisioner and ansible_local); a second
+   `vagrant provision` must report changed=0; then the testinfra suite through
+   `vagrant ssh-config`; always `vagrant destroy -f`, libvirtd stopped, the namespace and the
+   hosts removed (also on failure and Ctrl-C) unless --keep.
 """
 
 from __future__ import annotations
