@@ -173,6 +173,18 @@ def playbook_output(vagrant_text: str) -> str:
     return "\n".join(re.sub(r"^\s*default:\s?", "", line) for line in vagrant_text.splitlines())
 
 
+# Software emulation on a shared machine: the boot (DHCP, sshd, the key swap) can take longer
+# than Vagrant's default 300 s. Set in VAGRANT_HOME's own Vagrantfile (Vagrant loads it before
+# the project's), so the project's Vagrantfile is run as it is.
+BOOT_TIMEOUT = 1800
+
+
+def vagrant_home() -> None:
+    VAGRANT_HOME.mkdir(parents=True, exist_ok=True)
+    (VAGRANT_HOME / "Vagrantfile").write_text(
+        f'Vagrant.configure("2") {{ |config| config.vm.boot_timeout = {BOOT_TIMEOUT} }}\n')
+
+
 def add_box(vagrant: Vagrant, box_file: Path, name: str) -> bool:
     """vagrant box add (once per built box); True when (re)added."""
     stamp = VAGRANT_HOME / f"demolab-{name.replace('/', '-')}.added"
@@ -283,6 +295,7 @@ def main() -> int:
 
         ns.up()
         ns.start_libvirt()
+        vagrant_home()
         t = time.monotonic()
         if add_box(vagrant, box_file, box_name):
             drop_stale_volumes(box_name)
