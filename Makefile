@@ -30,7 +30,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CONTROLLER_PKGS := python3-venv python3-pip openssh-client iproute2 debootstrap \
 	systemd-container zstd apt-cacher-ng sudo
 
-.PHONY: help deps venv wheel lab bundle offline online rehearse ready remove verify lint unit quick lock talk test test-serial test-hosts test-vagrant-replay \
+.PHONY: help deps venv wheel lab bundle offline online rehearse ready remove verify lint unit quick lock talk test test-serial test-hosts test-vagrant-replay test-vagrant \
 	test-local test-http-cache test-devpi test-media test-apt-mirror test-demo-app test-talk bench-talk clean
 
 help: ## this list: every target, one line each (the default)
@@ -153,6 +153,14 @@ test-local: venv ## make lab on this very machine (supervisord without systemd),
 test-vagrant-replay: venv ## the Vagrantfile's ansible_local provisioning replayed on a fresh host
 	@echo "==> the Vagrantfile's ansible_local provisioning, replayed on a fresh host"
 	@$(BIN)/python tests/vagrant/replay.py
+
+# The Vagrantfile for real (not in `make test`: software emulation, ~1 h): a box built from the
+# harness's rootfs, libvirt and the VM in a network namespace, provisioned from a harness host's
+# mirrors; vagrant up, vagrant provision (changed=0), testinfra, vagrant destroy.
+VAGRANT_TEST_ARGS ?=
+test-vagrant: venv wheel ## the Vagrantfile for real: vagrant up, provision (changed=0), testinfra (QEMU, ~1 h; not in make test)
+	@echo "==> the Vagrantfile: vagrant up, vagrant provision (changed=0), testinfra (libvirt, QEMU)"
+	@$(BIN)/python tests/vagrant/run.py $(VAGRANT_TEST_ARGS)
 
 test-demo-app: deps ## the demo app's tests (real Redis, SecantusDB, FFmpeg, Chromium)
 	@echo "==> demo app (real Redis, SecantusDB, FFmpeg, Chromium)"
