@@ -1,8 +1,8 @@
 """converge -> idempotence -> check mode -> verify -> the venue, on brand-new systemd hosts.
 
     python3 tests/lifecycle.py [--hosts lab1] [--first-index 11] [--no-offline] [--no-mirror-client]
-                               [--no-bundle] [--no-audience] [--phone labp] [--no-debian13 | --only-debian13]
-                               [--reuse-ffmpeg] [--keep]
+                               [--no-remove] [--no-bundle] [--no-audience] [--phone labp]
+                               [--no-debian13 | --only-debian13] [--reuse-ffmpeg] [--keep]
 
 Boots fresh Debian 12 hosts (systemd as PID 1, no default route; their only way out is
 the harness's forward proxy), runs playbooks/site.yml on them (online, as a fresh laptop:
@@ -24,7 +24,11 @@ must name exactly, and a copy of the talk broken three ways (a snippet URL on a 
 step that pip-installs an unmirrored package, an expect that does not match): exactly those
 three steps fail, each for its reason.  Then a brand-new host with no way out at all is
 provisioned over the lab network from the first host's mirrors alone (lab_mirror_host):
-converge, idempotence, verify.  Last, `make bundle` exports that host's store and a
+converge, idempotence, verify; the presenter's own /etc/pip.conf, ~/.bashrc and ~/.emacs are
+planted on it before, and at its end `make remove` (playbooks/remove.yml) gives it back: check
+mode changes nothing, then those files byte-identical (sha256, owner, mode) to before the lab,
+no lab process, unit, user, listening port or Debian package left, the store kept; a second
+run changed=0; PURGE=1 takes the store; site.yml converges again.  Last, `make bundle` exports that host's store and a
 second brand-new host, with no way out at all, is provisioned only from the bundle:
 converge, idempotence, verify, and the provisioning-time ratio against the first host's
 online converge.  Prints how long each phase took.  The hosts are always torn down (also on
@@ -37,6 +41,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -108,8 +113,15 @@ def run_playbook(name: str, inventory: Path, secrets: Path, *extra: str, log: Pa
 def no_changes(what: str, inventory: Path, secrets: Path, *extra: str, log: Path,
                timings: list[tuple[str, float]]) -> list[str]:
     """Run site.yml once more (again, or in check mode): a failure unless it reports changed=0."""
+    return no_change_run(what, "site.yml", inventory, secrets, *FFMPEG_ARTIFACTS, "-e",
+                         json.dumps({"http_cache_record_urls": RECORD_URLS}), *extra, log=log, timings=timings)
+
+
+def no_change_run(what: str, name: str, inventory: Path, secrets: Path, *extra: str, log: Path,
+                  timings: list[tuple[str, float]]) -> list[str]:
+    """Run a playbook: a failure unless it reports changed=0."""
     t = time.monotonic()
-    rc, out = playbook(inventory, secrets, *extra, log=log)
+    rc, out = run_playbook(name, inventory, secrets, *extra, log=log)
     timings.append((what, time.monotonic() - t))
     changed = changed_counts(out)
     print(f"{what} recap: {changed}")
@@ -169,6 +181,10 @@ def check_talk(host: labhosts.Host, work: Path, out: str, report: dict, talk_fil
         failures.append(f"talk steps {[s['id'] for s in rep['steps']]} are not the talk's")
     casts = work / "casts"
     casts.mkdir(exist_ok=True)
+    # The casts' place is the host's (demolab_talk.paths reads it from the host's lab.json).
+    lab_json = work / "lab.json"
+    lab_json.write_text(host.sh("cat /etc/demolab/lab.json").stdout)
+    os.environ["DEMOLAB_LAB_JSON"] = str(lab_json)
     for step in talk.steps:
         got = next((s for s in rep["steps"] if s["id"] == step.id), None)
         if step.command is None or got is None:
@@ -224,7 +240,7 @@ def rehearse_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets:
     host = lab.hosts[0]
     t = time.monotonic()
     rc, out = run_playbook("rehearse.yml", inventory, secrets, "-e",
-                           json.dumps({"rehearse_urls": RECORDED + RECORD_URLS}), log=work / "rehearse.log")
+                           json.dumps({"rehearsal_urls": RECORDED + RECORD_URLS}), log=work / "rehearse.log")
     timings.append(("rehearse", time.monotonic() - t))
     report = json.loads(host.sh("cat /var/lib/demolab/rehearsal.json").stdout)
     talk = report.get("talk") or {}
@@ -249,8 +265,8 @@ def rehearse_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets:
     broken, cases = broken_talk(work)
     t = time.monotonic()
     rc, out = run_playbook("rehearse.yml", inventory, secrets, "-e", json.dumps(
-        {"rehearse_urls": [*RECORDED, *RECORD_URLS, missing["url"]], "rehearse_pip": [missing["pip"]],
-         "rehearse_apt": [missing["apt"]], "talk_file": str(broken)}), log=work / "rehearse-misses.log")
+        {"rehearsal_urls": [*RECORDED, *RECORD_URLS, missing["url"]], "rehearsal_pip": [missing["pip"]],
+         "rehearsal_apt": [missing["apt"]], "talk_file": str(broken)}), log=work / "rehearse-misses.log")
     timings.append(("rehearse miss", time.monotonic() - t))
     report = json.loads(host.sh("cat /var/lib/demolab/rehearsal.json").stdout)
     got = sorted((m["kind"], m["what"]) for m in report["misses"])
@@ -401,9 +417,14 @@ def rerun_line(label: str, timings: list[tuple[str, float]], rerun: str, converg
         print(f"{label}rerun (changed=0) {times[rerun]:.0f} s vs converge {times[converge]:.0f} s (goal <= 30 s)")
 
 
+# How a second host is provisioned: offline, nothing from this controller's caches.
+SECOND_HOST_EXTRA = ("-e", "lab_mode=offline", "-e", "ffmpeg_artifact_source_dir=")
+
+
 def second_host(lab: labhosts.LabHosts, work: Path, secrets: Path, timings: list[tuple[str, float]], *,
                 name: str, label: str, source: str, extra: tuple[str, ...],
-                host_vars: dict[str, str] | None = None) -> tuple[labhosts.Host, list[str]]:
+                host_vars: dict[str, str] | None = None,
+                prepare=None) -> tuple[labhosts.Host, list[str]]:
     """Boot one more brand-new host (no way out at all) and provision it offline from
     `source`: converge, idempotence, verify, and its provisioning-time ratio against the first
     host's online converge (goal <= 0.5x). Nothing comes from this controller's caches: the
@@ -412,7 +433,9 @@ def second_host(lab: labhosts.LabHosts, work: Path, secrets: Path, timings: list
     host = lab.add(name)
     inv = lab.inventory(work / f"inventory-{name}.ini", hosts=[host], host_vars={name: host_vars or {}})
     timings.append((f"boot host {label}", time.monotonic() - t))
-    extra = ("-e", "lab_mode=offline", "-e", "ffmpeg_artifact_source_dir=", *extra)
+    if prepare is not None:
+        prepare(host)
+    extra = (*SECOND_HOST_EXTRA, *extra)
     t = time.monotonic()
     rc, out = playbook(inv, secrets, *extra, log=work / f"{name}-converge.log")
     timings.append((f"{label} converge", time.monotonic() - t))
@@ -428,14 +451,17 @@ def second_host(lab: labhosts.LabHosts, work: Path, secrets: Path, timings: list
 
 
 def mirror_client_phase(lab: labhosts.LabHosts, work: Path, secrets: Path,
-                        timings: list[tuple[str, float]]) -> list[str]:
+                        timings: list[tuple[str, float]], remove: bool = False) -> list[str]:
     """A brand-new host provisioned over the lab network solely from the first host's mirrors
     (lab_mirror_host): pip from its devpi, apt from its Debian mirror, the FFmpeg artifact from
-    its store; its apt and pip sources must be that host's only."""
+    its store; its apt and pip sources must be that host's only. With remove: the presenter's
+    own files are planted before its converge, and the remove phase runs on it at the end."""
     mirror = lab.hosts[0]
+    before: dict = {}
     host, failures = second_host(lab, work, secrets, timings, name=f"{lab.hosts[0].name}-m", label="M",
                                  source=f"from {mirror.name}'s mirrors", extra=(),
-                                 host_vars={"lab_mirror_host": mirror.ip})
+                                 host_vars={"lab_mirror_host": mirror.ip},
+                                 prepare=(lambda h: before.update(plant_presenter_files(h))) if remove else None)
     if failures:
         return failures
     apt = set(host.sh("apt-cache policy | grep -oE '(https?://|file:/)[^ ]+' | sort -u", check=False).stdout.split())
@@ -443,6 +469,110 @@ def mirror_client_phase(lab: labhosts.LabHosts, work: Path, secrets: Path,
     print(f"host M: apt's sources {sorted(apt)}, pip's index {pip}")
     if apt != {f"http://{mirror.ip}:3180/apt"} or pip != [f"http://{mirror.ip}:3141/lab/offline/+simple/"]:
         failures.append(f"host M: apt's sources {sorted(apt)} and pip's index {pip} must be {mirror.name}'s only")
+    if remove and not failures:
+        failures += remove_phase(host, work / f"inventory-{host.name}.ini", work, secrets, before, timings)
+    return failures
+
+
+# The presenter's own files on a laptop before `make lab` (the presenter is root on test hosts):
+# odd modes and no final newline, so that "restored" means byte for byte, owner and mode.
+PRESENTER_FILES = {
+    "/etc/pip.conf": ("0600", "# the presenter's own pip settings\n[global]\n"
+                              "index-url = http://pip.presenter.invalid/simple/\ntimeout = 42"),
+    "/root/.bashrc": ("0640", "# the presenter's own shell\nexport HISTSIZE=12345\nalias ll='ls -l'\n"),
+    "/root/.emacs": ("0604", ";; the presenter's own Emacs\n(setq inhibit-startup-screen t)"),
+}
+# Process owners, users, units, ports, packages: what the host shows of itself.
+HOST_STATE = {
+    "users": "getent passwd | cut -d: -f1 | sort",
+    "ports": "ss -Hltn | awk '{print $4}' | sort -u",
+    "units": "systemctl list-unit-files --no-legend 'demolab*' | awk '{print $1}'",
+    "processes": "ps -eo user=,args= | grep -E '[d]emolab' || true",
+    "packages": "dpkg-query -W -f='${db:Status-Status} ${binary:Package}\\n' | sed -n 's/^installed //p' | sort",
+}
+
+
+def file_state(host: labhosts.Host) -> dict[str, str]:
+    out = {}
+    for path in PRESENTER_FILES:
+        r = host.sh(f"stat -c '%a %U:%G' {path} && sha256sum < {path}", check=False)
+        out[path] = " ".join(r.stdout.split()[:3]) if r.returncode == 0 else "absent"
+    return out
+
+
+def host_state(host: labhosts.Host) -> dict[str, list[str]]:
+    return {k: host.sh(cmd).stdout.split("\n") for k, cmd in HOST_STATE.items()}
+
+
+def plant_presenter_files(host: labhosts.Host) -> dict:
+    """Before the converge: the presenter's own files, and what the host looks like."""
+    for path, (mode, text) in PRESENTER_FILES.items():
+        host.sh(f"printf '%s' {shlex.quote(text)} > {path} && chmod {mode} {path}")
+    state = {"files": file_state(host), **host_state(host)}
+    print(f"host {host.name}: the presenter's own files planted: {state['files']}")
+    return state
+
+
+def remove_phase(host: labhosts.Host, inv: Path, work: Path, secrets: Path, before: dict,
+                 timings: list[tuple[str, float]], reconverge: tuple[str, ...] | None = SECOND_HOST_EXTRA
+                 ) -> list[str]:
+    """make remove on the converged host: check mode first (nothing changes), then the presenter's
+    files byte-identical (sha256, owner, mode) to before the lab, no lab process, unit, user,
+    listening port or Debian package left, the store kept; a second run changed=0; PURGE=1
+    takes the store; then site.yml converges again."""
+    failures: list[str] = []
+    changed_files = {p: s for p, s in file_state(host).items() if s != before["files"][p]}
+    if set(changed_files) != set(PRESENTER_FILES):
+        failures.append(f"remove: the lab did not change all the planted files (test premise): {changed_files}")
+    store = "find /var/lib/demolab/mirror -type f | sort"
+    store_before = host.sh(store, check=False).stdout.split()
+
+    t = time.monotonic()
+    rc, out = run_playbook("remove.yml", inv, secrets, "--check", log=work / "remove-check.log")
+    timings.append(("remove check mode", time.monotonic() - t))
+    if rc != 0 or host.sh("demolab-ready", check=False).returncode != 0:
+        failures.append(f"remove --check: rc={rc} or the lab no longer ready after a check-mode run")
+
+    t = time.monotonic()
+    rc, out = run_playbook("remove.yml", inv, secrets, log=work / "remove.log")
+    timings.append(("remove", time.monotonic() - t))
+    report = out[out.find("TASK [lab : Show what was removed"):out.find("PLAY RECAP")]
+    print(report[:8000])
+    if rc != 0 or not any(changed_counts(out).values()):
+        print(out[-4000:])
+        return failures + [f"remove: rc={rc} changed={changed_counts(out)}; full log: {work / 'remove.log'}"]
+    files = file_state(host)
+    for path, was in before["files"].items():
+        if files[path] != was:
+            failures.append(f"remove: {path} is {files[path]}, before the lab {was}")
+    after = host_state(host)
+    for key in HOST_STATE:
+        extra = sorted(set(after[key]) - set(before[key]))
+        if extra:
+            failures.append(f"remove: {key} left that were not there before the lab: {extra}")
+    store_after = host.sh(store, check=False).stdout.split()
+    if not store_before or store_after != store_before:
+        failures.append(f"remove: the store must be kept ({len(store_before)} files before, {len(store_after)} after)")
+    print(f"host {host.name} after remove: files {files}; store kept: {len(store_after)} files")
+
+    failures += no_change_run("remove again", "remove.yml", inv, secrets, log=work / "remove-again.log",
+                              timings=timings)
+
+    t = time.monotonic()
+    rc, out = run_playbook("remove.yml", inv, secrets, "-e", "lab_remove_purge=true", log=work / "remove-purge.log")
+    timings.append(("remove PURGE=1", time.monotonic() - t))
+    left = host.sh("ls -A /var/lib/demolab 2>&1", check=False)
+    if rc != 0 or left.returncode == 0:
+        failures.append(f"remove PURGE=1: rc={rc}, /var/lib/demolab still there: {left.stdout.split()}")
+
+    if reconverge is None:
+        return failures
+    t = time.monotonic()
+    rc, out = playbook(inv, secrets, *reconverge, log=work / "remove-reconverge.log")
+    timings.append(("converge after remove", time.monotonic() - t))
+    if rc != 0:
+        print(out[-6000:])
+        failures.append(f"site.yml after remove: rc={rc}; full log: {work / 'remove-reconverge.log'}")
     return failures
 
 
@@ -517,7 +647,7 @@ def bundle_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: P
     bundle = work / "bundle"
     shutil.rmtree(bundle, ignore_errors=True)
     t = time.monotonic()
-    rc, out = run_playbook("bundle.yml", inventory, secrets, "-e", f"bundle_dest={bundle}",
+    rc, out = run_playbook("bundle.yml", inventory, secrets, "-e", f"bundle_dir={bundle}",
                            log=work / "bundle.log")
     timings.append(("make bundle", time.monotonic() - t))
     if rc != 0:
@@ -526,7 +656,7 @@ def bundle_phase(lab: labhosts.LabHosts, work: Path, inventory: Path, secrets: P
     size = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file())
     print(f"bundle: {size / 2**20:.0f} MiB in {bundle}")
     _, failures = second_host(lab, work, secrets, timings, name=f"{lab.hosts[0].name}-b", label="B",
-                              source="from a bundle", extra=("-e", f"lab_bundle_dir={bundle}"))
+                              source="from a bundle", extra=("-e", f"bundle_dir={bundle}"))
     return failures
 
 
@@ -581,7 +711,7 @@ def debian12_phases(a: argparse.Namespace, lab: labhosts.LabHosts, work: Path, i
         failures += rehearse_phase(lab, work, inventory, secrets, timings)
 
     if not a.no_offline and not a.no_mirror_client and not failures:
-        failures += mirror_client_phase(lab, work, secrets, timings)
+        failures += mirror_client_phase(lab, work, secrets, timings, remove=not a.no_remove)
 
     if not a.no_offline and not a.no_bundle and not failures:
         failures += bundle_phase(lab, work, inventory, secrets, timings)
@@ -597,6 +727,8 @@ def main() -> int:
                     help="skip the venue phase (forward proxy stopped, lab_mode=offline, verify again)")
     ap.add_argument("--no-mirror-client", action="store_true",
                     help="skip the host provisioned over the lab network from the first host's mirrors")
+    ap.add_argument("--no-remove", action="store_true",
+                    help="skip make remove on the mirror-client host (the presenter's files back, nothing left)")
     ap.add_argument("--no-bundle", action="store_true",
                     help="skip the second host provisioned from a bundle of the first (zero internet)")
     ap.add_argument("--no-audience", action="store_true",
@@ -646,8 +778,8 @@ def finish(failures: list[str]) -> int:
         print("\nFAILED: " + "; ".join(failures))
         return 1
     print("\nlifecycle: every phase passed (converge, idempotence (changed=0), check mode, verify, the audience's "
-          "phone, the Debian 13 host, the venue, the rehearsal, the host from the first host's mirrors, the host "
-          "from a bundle; less what --no-* left out)")
+          "phone, the Debian 13 host, the venue, the rehearsal, the host from the first host's mirrors, make "
+          "remove there, the host from a bundle; less what --no-* left out)")
     return 0
 
 

@@ -11,7 +11,10 @@ cat > /etc/apt/apt.conf.d/90demolab-mirror <<CONF
 Dir::Etc::SourceList "/dev/null";
 Dir::Etc::SourceParts "/etc/apt/demolab-mirror.d";
 CONF
-printf '[global]\nindex-url = %s\n' "$index" > /etc/pip.conf
+# Plain HTTP on the lab network: pip ignores such an index unless its host is trusted.
+index_host=${index#*://}
+index_host=${index_host%%[:/]*}
+printf '[global]\nindex-url = %s\ntrusted-host = %s\n' "$index" "$index_host" > /etc/pip.conf
 if ! command -v ansible >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip

@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-TOOL = REPO / "roles" / "devpi" / "files" / "demolab-devpi"
+TOOL = REPO / "roles" / "devpi" / "files" / "demolab_devpi.py"
 TARGET = "3.11:manylinux_2_28_x86_64,manylinux_2_17_x86_64,manylinux2014_x86_64"
 MIRROR_LOCK = REPO / "mirror" / "requirements.lock"
 
@@ -199,11 +199,15 @@ class DevpiServer:
 
     def tool(self, *args: str, env: dict | None = None, clientdir: Path | None = None,
              popen: bool = False, **kwargs):
-        """Run roles/devpi/files/demolab-devpi against this server with the venv's Python."""
+        """Run roles/devpi/files/demolab_devpi.py against this server with the venv's Python."""
         cmd = [str(self.venv / "bin" / "python"), str(TOOL), "--url", self.url,
                "--clientdir", str(clientdir or self.serverdir.parent / "client"), *args]
         run_env = env or clean_pip_env()
         run_env["DEVPI_ROOT_PASSWORD"] = self.password
+        # The index (no --index given) comes from the lab's lab.json, as on a lab host.
+        lab_json = self.serverdir.parent / "lab.json"
+        lab_json.write_text(json.dumps({"devpi": {"url": self.url, "index": "lab/offline"}}))
+        run_env["DEMOLAB_LAB_JSON"] = str(lab_json)
         if popen:
             return subprocess.Popen(cmd, env=run_env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, start_new_session=True)

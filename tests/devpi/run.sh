@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the devpi test suite: a real devpi-server on a free loopback port with a temporary
-# serverdir, filled by roles/devpi/files/demolab-devpi from small hashed locks served by a
+# serverdir, filled by roles/devpi/files/demolab_devpi.py from small hashed locks served by a
 # loopback "PyPI" (no internet needed once the venvs exist).
 # Installs what it needs (`make deps venv`: apt tests/apt/devpi.txt, Python tests/requirements/devpi.txt
 # into .venv; devpi-server + devpi-client from roles/devpi/files/requirements.lock, hashes

@@ -1,5 +1,5 @@
 """devpi as the lab's PyPI mirror: a real devpi-server on loopback, filled by the role's tool
-(roles/devpi/files/demolab-devpi) from hashed locks, then used by pip in offline mode."""
+(roles/devpi/files/demolab_devpi.py) from hashed locks, then used by pip in offline mode."""
 
 from __future__ import annotations
 
@@ -15,10 +15,20 @@ import pytest
 from helpers import MIRROR_LOCK, TARGET, DevpiServer, Upstream, clean_pip_env, result, sha256, write_lock
 
 
+def lock_targets(lock: Path) -> list[str]:
+    """The targets a lock was made for (its `# Targets:` line), TARGET for the tests' own locks."""
+    for line in lock.read_text().splitlines():
+        if line.startswith("# Targets: "):
+            return line.removeprefix("# Targets: ").split()
+    return [TARGET]
+
+
 def fill(devpi, lock: Path, store: Path, env, *extra: str, popen: bool = False):
     """As the role runs it: pip downloads through devpi's own root/pypi (whose upstream is
-    the loopback stand-in for PyPI)."""
-    return devpi.tool("fill", "--lock", str(lock), "--store", str(store), "--target", TARGET,
+    the loopback stand-in for PyPI), for every target the lock was made for (the role: one per
+    devpi_fill_targets entry)."""
+    targets = [arg for target in lock_targets(lock) for arg in ("--target", target)]
+    return devpi.tool("fill", "--lock", str(lock), "--store", str(store), *targets,
                       "--pip-index-url", f"{devpi.url}/root/pypi/+simple/", *extra, env=env,
                       popen=popen)
 

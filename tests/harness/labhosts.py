@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 CACHE = Path(os.environ.get("DEMOLAB_TESTHOSTS_CACHE", "/var/cache/demolab/testhosts"))
@@ -432,12 +431,6 @@ class LabHosts:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines) + "\n")
         return path
-
-
-@contextlib.contextmanager
-def lab_hosts(names: list[str]) -> Iterator[LabHosts]:
-    with LabHosts(names) as lab:
-        yield lab
 
 
 def main() -> None:

@@ -8,7 +8,7 @@
 # (installed here if missing). BENCH_SKIP_BUILD=1 reuses the cached artifact's build time.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd); REPO=$(cd "$HERE/../.." && pwd)
-BUILD="$REPO/roles/ffmpeg/files/lab-ffmpeg-build"
+BUILD="$REPO/roles/ffmpeg/files/lab_ffmpeg_build.py"
 CACHE=${LAB_FFMPEG_STORE:-/var/cache/demolab/ffmpeg}
 RUNS=${BENCH_RUNS:-5}
 export DEBIAN_FRONTEND=noninteractive

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = REPO / "roles/ffmpeg/files/lab-ffmpeg-build"
-LAB_RECORD = REPO / "roles/screen_recording/files/lab-record"
-LAB_SNIPPET = REPO / "roles/presenter_kit/files/lab-snippet"
+BUILD_SCRIPT = REPO / "roles/ffmpeg/files/lab_ffmpeg_build.py"
+LAB_RECORD = REPO / "roles/screen_recording/files/lab_record.py"
+LAB_SNIPPET = REPO / "roles/presenter_kit/files/lab_snippet.py"
 STORE = Path(os.environ.get("LAB_FFMPEG_STORE", "/var/cache/demolab/ffmpeg"))
 
 

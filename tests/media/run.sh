@@ -21,7 +21,7 @@ make -C "$REPO" --no-print-directory deps venv
 VENV="$REPO/.venv"
 
 step "lab FFmpeg artifact (store $LAB_FFMPEG_STORE)"
-BUILD="$REPO/roles/ffmpeg/files/lab-ffmpeg-build"
+BUILD="$REPO/roles/ffmpeg/files/lab_ffmpeg_build.py"
 if "$BUILD" --store "$LAB_FFMPEG_STORE" describe >/dev/null 2>&1; then
   echo "cached: $("$BUILD" --store "$LAB_FFMPEG_STORE" deb)"
 else

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from conftest import LAB_RECORD, REPO, probe
 
+sys.path.insert(0, str(REPO / "tests" / "harness"))
+import labjson  # noqa: E402
+
 TALK = """\
 title: Clip fixture
 steps:
@@ -34,7 +37,7 @@ def rehearse(tmp_path: Path, env: dict) -> dict:
     talk = tmp_path / "talk.yml"
     talk.write_text(TALK)
     out = tmp_path / "report.json"
-    env = dict(env, DEMOLAB_STATE=str(tmp_path / "state"), PYTHONPATH=str(REPO / "roles/talk/files"),
+    env = dict(env, DEMOLAB_LAB_JSON=str(labjson.write(tmp_path)), PYTHONPATH=str(REPO / "roles/talk/files"),
                PATH=f"{bindir}:{env['PATH']}")
     done = subprocess.run([sys.executable, "-m", "demolab_talk", "rehearse", "--talk", str(talk), "--user", "root",
                            "--home", str(home), "--miss-log", str(tmp_path / "none"), "--out", str(out)],

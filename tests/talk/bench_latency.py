@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "harness"))
+import labjson  # noqa: E402
+
 GOAL_P99_MS = 20.0
 WARMUP = 50
 
@@ -88,7 +91,7 @@ def main() -> int:
         command = "echo " + "x" * (a.presses + WARMUP + 10)
         talk.write_text(f"title: Bench\nworkdir: {tmp}/wd\nsteps:\n  - id: long\n    title: Long\n"
                         f"    command: {command}\n")
-        env_play = {**env, "HOME": tmp, "DEMOLAB_STATE": f"{tmp}/state", "DEMOLAB_ETC": f"{tmp}/etc"}
+        env_play = {**env, "HOME": tmp, "DEMOLAB_LAB_JSON": str(labjson.write(Path(tmp)))}
 
         # The baseline: cat echoing through a raw pty.
         pid, fd = spawn(["sh", "-c", "stty raw -echo && printf READY && exec cat"], env)

@@ -1,7 +1,7 @@
 """tests/talk: lab-play in a real pseudo-terminal (pexpect), its screen read with pyte.
 
 Every test writes a small talk file, records real fallbacks with `asciinema rec`, and runs
-`python -m demolab_talk.play` with DEMOLAB_STATE / DEMOLAB_ETC pointing at its tmp_path, HOME
+`python -m demolab_talk.play` with DEMOLAB_LAB_JSON naming a lab.json rooted in its tmp_path, HOME
 at a tmp home whose ~/.bashrc is the presenter's shell.
 """
 
@@ -21,6 +21,9 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "harness"))
+import labjson  # noqa: E402
+
 TALK_LIB = REPO / "roles" / "talk" / "files"
 ROWS, COLS = 60, 200
 
@@ -94,6 +97,7 @@ class Lab:
         self.casts = self.state / "rehearsal" / "casts"
         for d in (self.home, self.casts, self.etc):
             d.mkdir(parents=True)
+        self.lab_json = labjson.write(tmp)
         (self.home / ".bashrc").write_text(
             "# the presenter's shell (what presenter_kit adds to ~/.bashrc)\n"
             "alias greet='echo greeted-by-the-alias'\n"
@@ -105,7 +109,7 @@ class Lab:
         env = {
             "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
             "HOME": str(self.home), "TERM": "xterm", "LANG": "C.UTF-8",
-            "PYTHONPATH": str(TALK_LIB), "DEMOLAB_STATE": str(self.state), "DEMOLAB_ETC": str(self.etc),
+            "PYTHONPATH": str(TALK_LIB), "DEMOLAB_LAB_JSON": str(self.lab_json),
             "ASCIINEMA_CONFIG_HOME": str(self.tmp / "asciinema"),
         }
         env.update(extra)

@@ -77,7 +77,7 @@ def test_secret_is_generated_private_and_stable(tmp_path):
 def test_a_directory_that_is_not_a_bundle_is_refused(tmp_path):
     empty = tmp_path / "not-a-bundle"
     empty.mkdir()
-    out = playbook("--check", "-e", f"lab_bundle_dir={empty}", "-e", f"lab_store_dir={tmp_path}/store",
+    out = playbook("--check", "-e", f"bundle_dir={empty}", "-e", f"lab_store_dir={tmp_path}/store",
                    "-e", f"lab_secrets_dir={tmp_path}/secrets", tmp=tmp_path)
     text = out.stdout + out.stderr
     assert out.returncode != 0
@@ -93,7 +93,7 @@ def test_a_corrupt_bundle_part_is_named_and_nothing_is_unpacked(tmp_path):
     (bundle / "MANIFEST.json").write_text(json.dumps({"format": 1, "parts": [
         {"name": "apt", "file": "apt.tar", "size": 34, "sha256": "0" * 64},
         {"name": "pypi", "file": "pypi.tar", "size": 1, "sha256": "1" * 64}]}))
-    out = playbook("-e", f"lab_bundle_dir={bundle}", "-e", f"lab_store_dir={tmp_path}/store",
+    out = playbook("-e", f"bundle_dir={bundle}", "-e", f"lab_store_dir={tmp_path}/store",
                    "-e", f"lab_secrets_dir={tmp_path}/secrets", tmp=tmp_path)
     text = out.stdout + out.stderr
     assert out.returncode != 0
@@ -105,7 +105,7 @@ def test_a_corrupt_bundle_part_is_named_and_nothing_is_unpacked(tmp_path):
 
 def test_exporting_a_store_that_is_not_filled_says_what_to_run(tmp_path):
     dest = tmp_path / "bundle"
-    out = playbook("-e", f"bundle_dest={dest}", "-e", f"lab_store_dir={tmp_path}/empty-store",
+    out = playbook("-e", f"bundle_dir={dest}", "-e", f"lab_store_dir={tmp_path}/empty-store",
                    tmp=tmp_path, playbook_path="playbooks/bundle.yml")
     text = out.stdout + out.stderr
     assert out.returncode != 0

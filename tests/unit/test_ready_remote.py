@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "roles" / "lab" / "files" / "demolab-ready"
+SCRIPT = Path(__file__).resolve().parents[2] / "roles" / "lab" / "files" / "demolab_ready.py"
 
 
 class Health(http.server.BaseHTTPRequestHandler):
@@ -47,8 +47,9 @@ def closed_port() -> int:
 def report(etc: Path, entry: dict) -> tuple[int, dict]:
     (etc / "ready.d").mkdir(parents=True, exist_ok=True)
     (etc / "ready.d" / f"{entry['name']}.json").write_text(json.dumps(entry))
+    (etc / "lab.json").write_text(json.dumps({"mode": "online", "ready_dir": str(etc / "ready.d")}))
     out = subprocess.run([sys.executable, str(SCRIPT), "--json"], capture_output=True, text=True,
-                         env={"DEMOLAB_ETC_DIR": str(etc), "PATH": "/usr/bin:/bin"}, timeout=60)
+                         env={"DEMOLAB_LAB_JSON": str(etc / "lab.json"), "PATH": "/usr/bin:/bin"}, timeout=60)
     return out.returncode, json.loads(out.stdout)
 
 

@@ -60,12 +60,9 @@ def test_every_step_with_a_command_says_what_it_must_show(talk):
 
 
 def lab_ports() -> set[int]:
-    """The loopback ports of the lab's services (their roles' defaults)."""
-    ports = set()
-    for role, key in (("demo_app", "demo_app_port"), ("http_cache", "http_cache_port"), ("devpi", "devpi_port"),
-                      ("apt_mirror", "apt_mirror_port")):
-        ports.add(int(yaml.safe_load((REPO / "roles" / role / "defaults/main.yml").read_text())[key]))
-    return ports
+    """The loopback ports of the lab's services (the lab's endpoints, its role's defaults)."""
+    lab = yaml.safe_load((REPO / "roles" / "lab" / "defaults" / "main.yml").read_text())
+    return {int(lab[key]) for key in ("lab_demo_app_port", "lab_proxy_port", "lab_devpi_port", "lab_apt_mirror_port")}
 
 
 def test_every_url_is_lab_local_and_exists_in_the_demo_app(talk):
@@ -94,7 +91,8 @@ def test_every_url_is_lab_local_and_exists_in_the_demo_app(talk):
                     assert path[len("/static/"):] in static, f"{step.id}: the app has no {path}"
                 else:
                     assert path in routes, f"{step.id}: the app has no route {path}"
-    assert "8080" in (REPO / "roles/demo_app/defaults/main.yml").read_text()
+    demo_port = yaml.safe_load((REPO / "roles/demo_app/defaults/main.yml").read_text())["demo_app_port"]
+    assert demo_port == "{{ lab_demo_app_port }}" and 8080 in lab_ports()  # the app is the lab's on 8080
 
 
 def test_the_shell_provides_what_the_talk_requires(talk):

@@ -23,7 +23,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PKG = REPO / "roles" / "talk" / "files"
 sys.path.insert(0, str(PKG))
+sys.path.insert(0, str(REPO / "tests" / "harness"))
 
+import labjson  # noqa: E402
 from demolab_talk.rehearse import fs_paths, html_refs, programs_in, read_cast, urls_in  # noqa: E402
 
 BASHRC = """\
@@ -134,7 +136,7 @@ def rehearsed(tmp_path_factory):
     misses = root / "misses.json"
     misses.write_text(json.dumps([{"kind": "pip", "what": "demolab-unmirrored==2.0", "fix": "lock it"}]))
     out = root / "report.json"
-    env = dict(os.environ, DEMOLAB_STATE=str(root / "state"), PYTHONPATH=str(PKG), PIP_NO_INDEX="1")
+    env = dict(os.environ, DEMOLAB_LAB_JSON=str(labjson.write(root)), PYTHONPATH=str(PKG), PIP_NO_INDEX="1")
     env.pop("DISPLAY", None)
     done = subprocess.run(
         [sys.executable, "-m", "demolab_talk", "rehearse", "--talk", str(talk), "--user", "root",
@@ -210,12 +212,19 @@ def test_output_mismatch_is_the_reason(rehearsed):
         "output does not match /answer is 42/ (last line: the answer is 41)"
 
 
+def _cmdline(proc: Path) -> bytes:
+    """A process's command line; b"" when it ended meanwhile (a busy machine starts and ends many)."""
+    try:
+        return (proc / "cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
+
+
 def test_timeout_kills_the_whole_session(rehearsed):
     step = rehearsed["steps"]["slow"]
     assert step["reason"] == "timed out after 2 s"
     assert step["seconds"] < 8
-    left = [p for p in Path("/proc").iterdir() if p.name.isdigit()
-            and b"31.4159" in (p / "cmdline").read_bytes() if (p / "cmdline").exists()]
+    left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and b"31.4159" in _cmdline(p)]
     assert not left, "the step's sleep survived its timeout"
     read_cast(Path(step["cast"]))  # still a valid cast
 

@@ -1,7 +1,7 @@
 """Command line: serve (run proxy.py with the plugin), misses (report), check (verify store).
 
-  python -m demolab_cache serve --config /etc/demolab/http_cache.json
-  python -m demolab_cache misses --miss-log FILE [--json]
+  python -m demolab_cache serve --config FILE   (the http_cache role writes it)
+  python -m demolab_cache misses [--miss-log FILE] [--json]   (default: the lab.json proxy.miss_log)
   python -m demolab_cache check --store DIR
   python -m demolab_cache record --config FILE URL...   (mirror/urls.txt, while online)
 """
@@ -21,14 +21,14 @@ DEFAULTS: dict[str, Any] = {
     "listen_address": "127.0.0.1",
     "port": 3128,
     "mode": "record",
-    "store_dir": "/var/lib/demolab/http_cache/store",
-    "miss_log": "/var/lib/demolab/http_cache/misses.jsonl",
+    "store_dir": None,  # required: the role's config names the store, the miss log and the cert dir
+    "miss_log": None,
     "hit_log": "",
     "allow": ["127.0.0.0/8", "::1/128"],
     "ca_cert": "",
     "ca_key": "",
     "signing_key": "",
-    "cert_dir": "/var/lib/demolab/http_cache/certs",
+    "cert_dir": None,
     "upstream_ca_file": "/etc/ssl/certs/ca-certificates.crt",
     "log_file": "",
     "log_level": "INFO",
@@ -41,6 +41,19 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+# The lab's settings (the lab role writes it; DEMOLAB_LAB_JSON names another, for tests).
+LAB_JSON = os.environ.get("DEMOLAB_LAB_JSON") or "/etc/demolab/lab.json"
+
+
+def lab_miss_log() -> str:
+    try:
+        with open(LAB_JSON, encoding="utf-8") as fh:
+            return json.load(fh)["proxy"]["miss_log"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit("no --miss-log given and the lab's settings %s are unreadable (%s)"
+                         % (LAB_JSON, exc)) from None
+
+
 def load_config(path: str) -> dict[str, Any]:
     config = dict(DEFAULTS)
     if path:
@@ -50,6 +63,10 @@ def load_config(path: str) -> dict[str, Any]:
         if unknown:
             raise SystemExit("unknown keys in %s: %s" % (path, ", ".join(sorted(unknown))))
         config.update(loaded)
+    missing = sorted(key for key, value in config.items() if value is None)
+    if missing:
+        raise SystemExit("%s must name %s (the http_cache role's config.json does)" % (path or "the config",
+                                                                                        ", ".join(missing)))
     if config["mode"] not in ("record", "offline"):
         raise SystemExit("mode must be record or offline, not %r" % config["mode"])
     return config
@@ -217,15 +234,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--config", default="", help="JSON config file")
     serve.add_argument("proxy_args", nargs=argparse.REMAINDER, help="extra proxy.py flags")
     misses = sub.add_parser("misses", help="report of the offline misses")
-    misses.add_argument("--miss-log", default=DEFAULTS["miss_log"])
+    misses.add_argument("--miss-log", default=None, help="default: the lab's (lab.json proxy.miss_log)")
     misses.add_argument("--json", action="store_true")
     check = sub.add_parser("check", help="verify every stored entry's checksum")
-    check.add_argument("--store", default=DEFAULTS["store_dir"])
+    check.add_argument("--store", required=True, help="the store directory (http_cache_store_dir)")
     record = sub.add_parser("record", help="record URLs not in the store yet (through the proxy)")
     record.add_argument("--config", default="", help="JSON config file of the running proxy")
     record.add_argument("--timeout", type=float, default=300)
     record.add_argument("urls", nargs="*")
     args = parser.parse_args(argv)
+    if args.command == "misses" and not args.miss_log:
+        args.miss_log = lab_miss_log()
     return {"serve": cmd_serve, "misses": cmd_misses, "check": cmd_check,
             "record": cmd_record}[args.command](args)
 

@@ -43,8 +43,8 @@ flags.add_argument(
     help="demolab cache: record (forward and store) or offline (replay only, 504 on a miss).",
 )
 flags.add_argument(
-    "--demolab-store", type=str, default="/var/lib/demolab/http_cache/store",
-    help="demolab cache: store directory (created 0700).",
+    "--demolab-store", type=str, default="",
+    help="demolab cache: store directory (created 0700; demolab_cache serve always gives it).",
 )
 flags.add_argument(
     "--demolab-miss-log", type=str, default="",

@@ -7,7 +7,7 @@
   demolab-talk events [FILE]  the hotkey events as lab-snippet's events file (YAML)
   demolab-talk rehearse ...   rehearse every step offline (demolab_talk/rehearse.py; --help)
 
-FILE defaults to $DEMOLAB_TALK, else /etc/demolab/talk/talk.yml.
+FILE defaults to $DEMOLAB_TALK, else the installed talk (talk_dir of the lab's lab.json).
 Exit codes: 0 ok, 1 the talk file is not valid, 2 usage.
 """
 
@@ -21,10 +21,8 @@ from dataclasses import asdict
 
 import yaml
 
+from . import paths
 from .model import TalkError, load
-from .paths import TALK_FILE
-
-DEFAULT_TALK = str(TALK_FILE)
 
 
 class _BlockDumper(yaml.SafeDumper):
@@ -44,11 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="demolab-talk", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("action", choices=["check", "show", "json", "needs", "events"])
-    ap.add_argument("file", nargs="?", default=os.environ.get("DEMOLAB_TALK", DEFAULT_TALK))
+    ap.add_argument("file", nargs="?", default=os.environ.get("DEMOLAB_TALK"))
     a = ap.parse_args(argv)
     try:
+        a.file = a.file or str(paths.TALK_FILE)
         talk = load(a.file)
-    except TalkError as exc:
+    except (TalkError, paths.LabNotProvisioned) as exc:
         print(f"demolab-talk: {exc}", file=sys.stderr)
         return 1
     if a.action == "check":

@@ -607,15 +607,17 @@ def prepare(a: argparse.Namespace) -> tuple[Talk, int, Path]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--talk", default=os.environ.get("DEMOLAB_TALK", str(paths.TALK_FILE)),
-                    help="the talk file (default: $DEMOLAB_TALK, else %(default)s)")
+    ap.add_argument("--talk", default=os.environ.get("DEMOLAB_TALK"),
+                    help="the talk file (default: $DEMOLAB_TALK, else the installed talk)")
     ap.add_argument("--step", help="start at this step id")
     ap.add_argument("--workdir", help="where the commands run (default: the talk's workdir)")
     ap.add_argument("--speed", type=int, default=1, help="characters typed per key press (default 1)")
     a = ap.parse_args(argv)
     try:
+        a.talk = a.talk or str(paths.TALK_FILE)
         talk, start, workdir = prepare(a)
-    except PlayError as exc:
+        rehearsal = load_rehearsal(paths.REHEARSAL_JSON)
+    except (PlayError, paths.LabNotProvisioned) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     term = Terminal(0, 1)
@@ -624,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         term.raw()
         player = Player(talk, term, workdir=workdir, state_dir=state_dir, speed=a.speed,
-                        rehearsal=load_rehearsal(paths.REHEARSAL_JSON))
+                        rehearsal=rehearsal)
         return player.play(start)
     except EOFError:
         return 1

@@ -731,19 +731,23 @@ class Rehearsal:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="demolab-talk rehearse", description=__doc__.splitlines()[0])
-    ap.add_argument("--talk", default=os.environ.get("DEMOLAB_TALK", str(paths.TALK_FILE)))
+    ap.add_argument("--talk", default=os.environ.get("DEMOLAB_TALK"), help="default: the installed talk")
     ap.add_argument("--user", help="the presenter (default: whose home has the presenter_kit shell settings)")
     ap.add_argument("--home", help="the presenter's home (default: from the user database)")
-    ap.add_argument("--proxy", default="http://127.0.0.1:8899", help="the lab's caching proxy")
-    ap.add_argument("--demo", default="http://127.0.0.1:8080", help="the demo app (root-relative links)")
-    ap.add_argument("--miss-log", type=Path, default=Path("/var/lib/demolab/http_cache/misses.jsonl"))
+    ap.add_argument("--proxy", help="the lab's caching proxy (default: lab.json's)")
+    ap.add_argument("--demo", help="the demo app, for root-relative links (default: lab.json's)")
+    ap.add_argument("--miss-log", type=Path, help="the proxy's miss log (default: lab.json's)")
     ap.add_argument("--misses", type=Path, help="JSON list of misses demolab-rehearse's checks found")
     ap.add_argument("--out", type=Path, help="write the report's JSON here")
     ap.add_argument("--no-clips", action="store_true", help="no screen clips even with a display")
     a = ap.parse_args(argv)
     try:
+        a.talk = a.talk or str(paths.TALK_FILE)
+        a.proxy = a.proxy or paths.PROXY_URL
+        a.demo = a.demo or paths.DEMO_URL
+        a.miss_log = a.miss_log or paths.MISS_LOG
         talk = load(a.talk)
-    except TalkError as exc:
+    except (TalkError, paths.LabNotProvisioned) as exc:
         print(f"demolab-talk rehearse: {exc}", file=sys.stderr)
         return 2
     if not os.access(ASCIINEMA, os.X_OK):

@@ -7,7 +7,7 @@
   lab-snippet check           validate the events file
 
 Events file (YAML; --events, $LAB_SNIPPET_EVENTS, ~/.config/demolab/events.yml,
-/etc/demolab/events.yml, first found), one mapping per event:
+events.yml in the lab's etc_dir (lab.json), first found), one mapping per event:
 
   redis:
     description: Show the install instructions for redis-server
@@ -25,6 +25,7 @@ Exit codes: 0 ok, 1 error (unknown event, bad file, no display...), 2 usage, 4 c
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -47,8 +48,20 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 EVENT_KEYS = {"snippet", "command", "description", "clipboard"}
 
 
+# The lab's settings (the lab role writes it; DEMOLAB_LAB_JSON names another, for tests).
+LAB_JSON = Path(os.environ.get("DEMOLAB_LAB_JSON") or "/etc/demolab/lab.json")
+
+
 class LabError(Exception):
     pass
+
+
+def lab_etc_dir() -> Path | None:
+    """The lab's etc_dir (lab.json), None where no lab is provisioned."""
+    try:
+        return Path(json.loads(LAB_JSON.read_text())["etc_dir"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def events_path(cli: str | None) -> Path:
@@ -56,8 +69,9 @@ def events_path(cli: str | None) -> Path:
         return Path(cli)
     if os.environ.get("LAB_SNIPPET_EVENTS"):
         return Path(os.environ["LAB_SNIPPET_EVENTS"])
-    for cand in (Path.home() / ".config/demolab/events.yml", Path("/etc/demolab/events.yml")):
-        if cand.exists():
+    etc = lab_etc_dir()
+    for cand in (Path.home() / ".config/demolab/events.yml", etc / "events.yml" if etc else None):
+        if cand and cand.exists():
             return cand
     raise LabError("no events file: create ~/.config/demolab/events.yml or pass --events FILE")
 

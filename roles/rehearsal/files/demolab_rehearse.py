@@ -32,7 +32,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-ETC = Path(os.environ.get("DEMOLAB_ETC", "/etc/demolab"))
+# The lab's settings and endpoints (the lab role writes it; DEMOLAB_LAB_JSON names another, for tests).
+LAB_JSON = Path(os.environ.get("DEMOLAB_LAB_JSON") or "/etc/demolab/lab.json")
 TALK_CLI = "/usr/local/bin/demolab-talk"
 WEBM_MAGIC = b"\x1a\x45\xdf\xa3"
 COLOR = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
@@ -42,11 +43,12 @@ def paint(text: str, code: str) -> str:
     return f"\033[{code}m{text}\033[0m" if COLOR else text
 
 
-def service_port(name: str, default: int) -> int:
+def lab_settings() -> dict:
+    """lab.json; {} when the lab is not provisioned (main() then says so)."""
     try:
-        return int(json.loads((ETC / "ready.d" / f"{name}.json").read_text())["port"])
-    except (OSError, ValueError, KeyError):
-        return default
+        return json.loads(LAB_JSON.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 class Report:
@@ -71,10 +73,6 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 PIP_FIX = "add it to mirror/requirements.in, run mirror/lock.py, then `make online`"
 APT_FIX = "add it to mirror/apt-packages.txt, then `make online`"
 URL_FIX = "`make online`, open it once through the proxy (or list it in mirror/urls.txt), then rehearse again"
-
-
-def pip_missing(output: str) -> list[str]:
-    return re.findall(r"No matching distribution found for (\S+)", output)
 
 
 def rehearse_pip(rep: Report, lock: Path, extras: list[str], work: Path) -> None:
@@ -286,10 +284,10 @@ def rehearse_talk(rep: Report, talk: Path, args: argparse.Namespace) -> dict | N
     return report
 
 
-def demo_ffmpeg() -> str:
+def demo_ffmpeg(etc: Path) -> str:
     """The FFmpeg the demo app is configured with (the lab build), else the one on PATH."""
     try:
-        for line in (ETC / "demo-app.ini").read_text().splitlines():
+        for line in (etc / "demo-app.ini").read_text().splitlines():
             key, _, value = line.partition("=")
             if key.strip() == "ffmpeg" and value.strip():
                 return value.strip()
@@ -298,27 +296,38 @@ def demo_ffmpeg() -> str:
     return os.environ.get("FFMPEG") or shutil.which("ffmpeg") or "ffmpeg"
 
 
-def main() -> int:
+def parser(lab: dict) -> argparse.ArgumentParser:
+    """The command line, its defaults from lab.json."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pip-lock", type=Path, default=ETC / "devpi-requirements.lock")
+    ap.add_argument("--pip-lock", type=Path, default=Path(lab["devpi"]["lock"]))
     ap.add_argument("--pip", action="append", default=[], help="one more requirement (repeatable)")
     ap.add_argument("--apt", action="append", default=[], help="a Debian package (repeatable)")
     ap.add_argument("--url", action="append", default=[], help="a page or download (repeatable)")
-    ap.add_argument("--proxy", default=f"http://127.0.0.1:{service_port('demolab-http-cache', 8899)}")
-    ap.add_argument("--miss-log", type=Path, default=Path("/var/lib/demolab/http_cache/misses.jsonl"))
-    ap.add_argument("--demo", default=f"http://127.0.0.1:{service_port('demolab-app', 8080)}")
-    ap.add_argument("--ffmpeg", default=demo_ffmpeg())
+    ap.add_argument("--proxy", default=lab["proxy"]["url"])
+    ap.add_argument("--miss-log", type=Path, default=Path(lab["proxy"]["miss_log"]))
+    ap.add_argument("--demo", default=lab["demo_app"]["url"])
+    ap.add_argument("--ffmpeg", default=demo_ffmpeg(Path(lab["etc_dir"])))
     ap.add_argument("--skip", action="append", default=[], choices=["pip", "apt", "pages", "demo"])
-    ap.add_argument("--report", type=Path, default=Path("/var/lib/demolab/rehearsal.json"))
-    ap.add_argument("--talk", type=Path, default=ETC / "talk" / "talk.yml",
+    ap.add_argument("--report", type=Path, default=Path(lab["rehearsal"]["report"]))
+    ap.add_argument("--talk", type=Path, default=Path(lab["talk_dir"]) / "talk.yml",
                     help="the talk to rehearse (default: the installed one; none installed: no talk steps)")
     ap.add_argument("--no-talk", action="store_true", help="only the checks above, not the talk's steps")
+    return ap
+
+
+def main() -> int:
+    lab = lab_settings()
+    if not lab:
+        print(f"demolab-rehearse: the lab is not provisioned (no {LAB_JSON}): run `make lab` first.")
+        return 2
+    try:
+        ap = parser(lab)
+    except (KeyError, TypeError) as exc:
+        print(f"demolab-rehearse: {LAB_JSON} lacks {exc}: rerun `make lab` (it writes the lab's endpoints there).")
+        return 2
     args = ap.parse_args()
 
-    try:
-        mode = json.loads((ETC / "lab.json").read_text()).get("mode")
-    except (OSError, ValueError):
-        mode = None
+    mode = lab.get("mode")
     if mode != "offline":
         print(f"demolab-rehearse: the lab is {mode or 'not provisioned'}; a rehearsal needs it offline "
               "(it would fetch what is missing instead of reporting it). Run `make offline` first.")

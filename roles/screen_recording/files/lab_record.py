@@ -12,7 +12,7 @@ GOP 24, Matroska, so an abrupt stop still leaves a file that `stop` repairs with
 remux. `stop` sends SIGINT (FFmpeg flushes and exits), then SIGTERM, then SIGKILL.
 
 Settings come from the options, then the environment (FFMPEG, DISPLAY), then the config
-file (LAB_RECORD_CONFIG, default /etc/demolab/lab-record.ini, section [record]).
+file (LAB_RECORD_CONFIG, default lab-record.ini in the lab's etc_dir of lab.json, section [record]).
 Exit codes: 0 ok, 1 error, 2 usage, 3 `status` when nothing is recording.
 """
 
@@ -31,7 +31,21 @@ import sys
 import time
 from pathlib import Path
 
-CONFIG_FILE = os.environ.get("LAB_RECORD_CONFIG", "/etc/demolab/lab-record.ini")
+# The lab's settings (the lab role writes it; DEMOLAB_LAB_JSON names another, for tests).
+LAB_JSON = Path(os.environ.get("DEMOLAB_LAB_JSON") or "/etc/demolab/lab.json")
+
+
+def config_file() -> str:
+    """LAB_RECORD_CONFIG, else lab-record.ini in the lab's etc_dir ("" where there is no lab)."""
+    if os.environ.get("LAB_RECORD_CONFIG"):
+        return os.environ["LAB_RECORD_CONFIG"]
+    try:
+        return str(Path(json.loads(LAB_JSON.read_text())["etc_dir"]) / "lab-record.ini")
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+CONFIG_FILE = config_file()
 DEFAULTS = {
     "ffmpeg": "",
     "ffmpeg_profile": "/etc/profile.d/demolab-ffmpeg.sh",

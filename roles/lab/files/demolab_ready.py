@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """demolab-ready: the night-before readiness report, one screen, green or red per service.
 
-Every lab service registers itself in /etc/demolab/ready.d/NAME.json (the lab role's
-"service" entry point writes it): its description, the address it must answer on and,
+Every lab service registers itself in the lab's ready.d/NAME.json (ready_dir of lab.json; the
+lab role's "service" entry point writes it): its description, the address it must answer on and,
 where it has one, a health URL.  For each, this checks that the service manager runs it,
 that the port accepts a connection and that the health URL answers 200 with nothing
 reported as failing.  A red line says what is wrong and what to do next.
@@ -28,8 +28,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-ETC = Path(os.environ.get("DEMOLAB_ETC_DIR", "/etc/demolab"))
+# The lab's settings and endpoints (the lab role writes it; DEMOLAB_LAB_JSON names another, for tests).
+LAB_JSON = Path(os.environ.get("DEMOLAB_LAB_JSON") or "/etc/demolab/lab.json")
 SERVICE_TOOL = "/usr/local/sbin/demolab-service"
+
+
+def lab_settings() -> dict:
+    try:
+        return json.loads(LAB_JSON.read_text())
+    except (OSError, ValueError) as exc:
+        sys.exit(f"demolab-ready: cannot read the lab's settings {LAB_JSON} ({exc}): run `make lab` first")
 
 
 def service_running(name: str) -> tuple[bool, str]:
@@ -114,21 +122,14 @@ def check(entry: dict, ask_manager: bool = True) -> dict:
     return result
 
 
-def load_entries() -> list[dict]:
+def load_entries(ready_dir: Path) -> list[dict]:
     entries = []
-    for path in sorted((ETC / "ready.d").glob("*.json")):
+    for path in sorted(ready_dir.glob("*.json")):
         try:
             entries.append(json.loads(path.read_text()))
         except (OSError, ValueError) as exc:
             entries.append({"name": path.stem, "broken": f"{path}: {exc}"})
     return entries
-
-
-def lab_mode() -> str:
-    try:
-        return json.loads((ETC / "lab.json").read_text()).get("mode", "unknown")
-    except (OSError, ValueError):
-        return "unknown"
 
 
 def main() -> int:
@@ -138,7 +139,9 @@ def main() -> int:
                     help="do not ask the service manager; check ports and health URLs only")
     args = ap.parse_args()
 
-    entries = load_entries()
+    lab = lab_settings()
+    mode, ready_dir = lab.get("mode", "unknown"), Path(lab["ready_dir"])
+    entries = load_entries(ready_dir)
     results = []
     for entry in entries:
         if "broken" in entry:
@@ -150,17 +153,17 @@ def main() -> int:
     ready = bool(results) and all(r["ok"] for r in results)
 
     if args.json:
-        json.dump({"host": socket.gethostname(), "mode": lab_mode(), "ready": ready,
+        json.dump({"host": socket.gethostname(), "mode": mode, "ready": ready,
                    "services": results}, sys.stdout, indent=2)
         print()
         return 0 if ready else 1
 
     color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
     green, red, dim, off = ("\033[32m", "\033[31m", "\033[2m", "\033[0m") if color else ("",) * 4
-    print(f"demolab readiness on {socket.gethostname()} (mode: {lab_mode()}, "
+    print(f"demolab readiness on {socket.gethostname()} (mode: {mode}, "
           f"{time.strftime('%Y-%m-%d %H:%M')})")
     if not results:
-        print(f"  {red}no lab services are registered in {ETC / 'ready.d'}: run `make lab` first{off}")
+        print(f"  {red}no lab services are registered in {ready_dir}: run `make lab` first{off}")
         return 1
     width = max(len(r["name"]) for r in results)
     for r in results:

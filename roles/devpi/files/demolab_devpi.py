@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """demolab-devpi: set up the lab's devpi indexes and fill one from a hashed lock.
 
-  demolab-devpi --url URL setup [--index lab/offline] [--mirror-url U] [--check]
+  demolab-devpi --url URL setup [--index USER/INDEX] [--mirror-url U] [--check]
   demolab-devpi --url URL fill --lock FILE --store DIR --target 3.11:PLAT[,PLAT] ...
-                [--index lab/offline] [--offline] [--pip-index-url URL] [--check]
+                [--index USER/INDEX] [--offline] [--pip-index-url URL] [--check]
 
 The root password comes from the environment (DEVPI_ROOT_PASSWORD), never from argv.
 `fill` downloads WITHOUT installing (pip download --require-hashes --only-binary=:all:
@@ -429,17 +429,30 @@ def cmd_fill(args, devpi: Devpi) -> tuple[bool, str]:
     return changed, "; ".join(notes) or f"{args.index} holds all {len(files)} files of the lock"
 
 
+# The lab's settings and endpoints (the lab role writes it; DEMOLAB_LAB_JSON names another, for tests):
+# devpi's URL and index when --url / --index are not given.
+LAB_JSON = Path(os.environ.get("DEMOLAB_LAB_JSON") or "/etc/demolab/lab.json")
+
+
+def lab_devpi() -> dict:
+    try:
+        return json.loads(LAB_JSON.read_text())["devpi"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise Failure(f"no --url/--index given and the lab's settings {LAB_JSON} are unreadable ({exc}): "
+                      "give them, or run `make lab` first") from None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="http://127.0.0.1:3141")
+    parser.add_argument("--url", help="devpi's URL (default: lab.json's devpi.url)")
     parser.add_argument("--clientdir", help="devpi-client state directory")
     sub = parser.add_subparsers(dest="command", required=True)
     setup = sub.add_parser("setup")
-    setup.add_argument("--index", default="lab/offline")
+    setup.add_argument("--index", help="USER/INDEX (default: lab.json's devpi.index)")
     setup.add_argument("--mirror-url", default="")
     setup.add_argument("--check", action="store_true")
     fill = sub.add_parser("fill")
-    fill.add_argument("--index", default="lab/offline")
+    fill.add_argument("--index", help="USER/INDEX (default: lab.json's devpi.index)")
     fill.add_argument("--lock", required=True)
     fill.add_argument("--store", required=True)
     fill.add_argument("--target", action="append", required=True,
@@ -449,8 +462,11 @@ def main() -> int:
                       help="index pip downloads from (default: the machine's pip configuration)")
     fill.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    devpi = Devpi(args.url, args.clientdir, os.environ.get("DEVPI_ROOT_PASSWORD"))
     try:
+        if not (args.url and args.index):
+            lab = lab_devpi()
+            args.url, args.index = args.url or lab["url"], args.index or lab["index"]
+        devpi = Devpi(args.url, args.clientdir, os.environ.get("DEVPI_ROOT_PASSWORD"))
         changed, msg = (cmd_setup if args.command == "setup" else cmd_fill)(args, devpi)
     except Failure as err:
         log(str(err))
