@@ -307,7 +307,18 @@ CLIP = "/tmp/demolab-audience-clip.webm"
 
 
 def role_default(role: str, name: str) -> object:
-    return yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())[name]
+    """A role default, its plain `{{ var }}` references resolved against the role's own and the
+    lab role's defaults (roles derive ports and paths from the lab's endpoints)."""
+    def defaults(of: str) -> dict:
+        return yaml.safe_load((REPO / "roles" / of / "defaults" / "main.yml").read_text())
+
+    known = {**defaults("lab"), **defaults(role)}
+    value = known[name]
+    for _ in range(5):  # references to references (lab_talk_dir -> lab_etc_dir)
+        if not isinstance(value, str) or "{{" not in value:
+            break
+        value = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: str(known[m.group(1)]), value)
+    return value
 
 
 def audience_phase(lab: labhosts.LabHosts, work: Path, secrets: Path, address: str, name: str,
@@ -336,8 +347,7 @@ def room_checks(stage: labhosts.Host, phone: labhosts.Host, secrets: Path, addre
     ports = {what: int(role_default(*where)) for what, where in closed.items()}  # type: ignore[call-overload]
     url = f"http://{address}:{app_port}/"
     script = PHONE.read_text()
-    conf = re.sub(r"\{\{\s*lab_etc_dir\b[^}]*\}\}", str(role_default("lab", "lab_etc_dir")),
-                  str(role_default("demo_app", "demo_app_conf_path")))
+    conf = role_default("demo_app", "demo_app_conf_path")
     ffmpeg = stage.sh(f"sed -n 's/^ffmpeg *= *//p' {conf}").stdout.strip() or "ffmpeg"
     made = stage.sh(f"{ffmpeg} -hide_banner -loglevel error -nostdin -f lavfi -i "
                     f"testsrc=size=160x120:rate=10:duration=1 -c:v libvpx -b:v 100k -y {CLIP}", check=False)
