@@ -53,6 +53,7 @@ sys.path.insert(0, str(REPO / "tests" / "harness"))
 sys.path.insert(0, str(REPO / "roles" / "talk" / "files"))
 
 import labhosts  # noqa: E402
+import roledefaults  # noqa: E402
 import yaml  # noqa: E402
 from demolab_talk import load as load_talk  # noqa: E402
 from demolab_talk.paths import cast_path  # noqa: E402
@@ -307,18 +308,7 @@ CLIP = "/tmp/demolab-audience-clip.webm"
 
 
 def role_default(role: str, name: str) -> object:
-    """A role default, its plain `{{ var }}` references resolved against the role's own and the
-    lab role's defaults (roles derive ports and paths from the lab's endpoints)."""
-    def defaults(of: str) -> dict:
-        return yaml.safe_load((REPO / "roles" / of / "defaults" / "main.yml").read_text())
-
-    known = {**defaults("lab"), **defaults(role)}
-    value = known[name]
-    for _ in range(5):  # references to references (lab_talk_dir -> lab_etc_dir)
-        if not isinstance(value, str) or "{{" not in value:
-            break
-        value = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: str(known[m.group(1)]), value)
-    return value
+    return roledefaults.default(role, name)
 
 
 def audience_phase(lab: labhosts.LabHosts, work: Path, secrets: Path, address: str, name: str,
