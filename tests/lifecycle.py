@@ -53,6 +53,7 @@ sys.path.insert(0, str(REPO / "tests" / "harness"))
 sys.path.insert(0, str(REPO / "roles" / "talk" / "files"))
 
 import labhosts  # noqa: E402
+import roledefaults  # noqa: E402
 import yaml  # noqa: E402
 from demolab_talk import load as load_talk  # noqa: E402
 from demolab_talk.paths import cast_path  # noqa: E402
@@ -307,7 +308,7 @@ CLIP = "/tmp/demolab-audience-clip.webm"
 
 
 def role_default(role: str, name: str) -> object:
-    return yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())[name]
+    return roledefaults.default(role, name)
 
 
 def audience_phase(lab: labhosts.LabHosts, work: Path, secrets: Path, address: str, name: str,
@@ -336,8 +337,7 @@ def room_checks(stage: labhosts.Host, phone: labhosts.Host, secrets: Path, addre
     ports = {what: int(role_default(*where)) for what, where in closed.items()}  # type: ignore[call-overload]
     url = f"http://{address}:{app_port}/"
     script = PHONE.read_text()
-    conf = re.sub(r"\{\{\s*lab_etc_dir\b[^}]*\}\}", str(role_default("lab", "lab_etc_dir")),
-                  str(role_default("demo_app", "demo_app_conf_path")))
+    conf = role_default("demo_app", "demo_app_conf_path")
     ffmpeg = stage.sh(f"sed -n 's/^ffmpeg *= *//p' {conf}").stdout.strip() or "ffmpeg"
     made = stage.sh(f"{ffmpeg} -hide_banner -loglevel error -nostdin -f lavfi -i "
                     f"testsrc=size=160x120:rate=10:duration=1 -c:v libvpx -b:v 100k -y {CLIP}", check=False)

@@ -31,7 +31,7 @@ from test_browser import ARGS, CHROMIUM, LOCAL_HOSTS
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-READY = REPO / "roles" / "lab" / "files" / "demolab-ready"
+READY = REPO / "roles" / "lab" / "files" / "demolab_ready.py"
 TALK_LIB = REPO / "roles" / "talk" / "files"
 HTTP_CACHE_LIB = REPO / "roles" / "http_cache" / "files"
 SIZES = ((1024, 768), (1920, 1080))
@@ -91,6 +91,13 @@ class Lab:
         for path in (self.etc / "ready.d", self.talk_json.parent, self.casts,
                      self.miss_log.parent):  # fmt: skip
             path.mkdir(parents=True, exist_ok=True)
+        # The lab's settings as the lab role writes them (demolab-ready reads ready_dir there).
+        self.lab_json = self.etc / "lab.json"
+        self.write_lab_json("online")
+
+    def write_lab_json(self, mode: str) -> None:
+        ready_dir = str(self.etc / "ready.d")
+        self.lab_json.write_text(json.dumps({"mode": mode, "ready_dir": ready_dir}))
 
     def write_talk(self) -> None:
         """talk.json as the lab writes it: `demolab-talk json` (the real model) of a talk file."""
@@ -145,7 +152,7 @@ class Lab:
         if url:
             entry["url"] = url
         (self.etc / "ready.d" / f"{name}.json").write_text(json.dumps(entry))
-        (self.etc / "lab.json").write_text(json.dumps({"mode": "offline"}))
+        self.write_lab_json("offline")
 
 
 class Veth:
@@ -216,7 +223,7 @@ def presenter_app(
             "DEMOLAB_HIT_LOG": str(lab.hit_log),
             "DEMOLAB_READY_COMMAND": f"/usr/bin/python3 {READY} --json --ports-only",
             "DEMOLAB_READY_INTERVAL": "1",
-            "DEMOLAB_ETC_DIR": str(lab.etc),  # demolab-ready's registrations
+            "DEMOLAB_LAB_JSON": str(lab.lab_json),  # demolab-ready's registrations (ready_dir)
         },
     )  # fmt: skip
     lab.register("demolab-redis", "Redis for Pub/Sub", lab_redis.port)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
+import re
 from pathlib import Path
 
 import pytest
@@ -37,22 +37,36 @@ def test_is_local_environ_reads_the_peer_never_a_header() -> None:
     assert not is_local_environ(None)
 
 
-def test_defaults_are_the_lab_paths() -> None:
-    """config.py's defaults are the lab's paths (the talk role's paths.py defines them)."""
+def test_defaults_are_the_lab_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """config.py's defaults are the lab's paths: the ones the talk role's paths.py reads from
+    the lab.json a lab with the lab role's default directories has."""
+    defaults = (REPO / "roles" / "lab" / "defaults" / "main.yml").read_text()
+    etc, state = (
+        Path(re.search(rf"^{name}: (/\S+)$", defaults, re.M).group(1))  # type: ignore[union-attr]
+        for name in ("lab_etc_dir", "lab_state_dir")
+    )
+    lab_json = tmp_path / "lab.json"
+    lab_json.write_text(json.dumps({
+        "talk_dir": str(etc / "talk"), "state_dir": str(state),
+        "rehearsal": {"report": str(state / "rehearsal.json")},
+        "proxy": {
+            "url": "http://127.0.0.1:9",
+            "miss_log": str(state / "http_cache" / "misses.jsonl"),
+        },
+        "demo_app": {"url": "http://127.0.0.1:9"},
+    }))  # fmt: skip
+    monkeypatch.setenv("DEMOLAB_LAB_JSON", str(lab_json))
     spec = importlib.util.spec_from_file_location(
         "talk_paths", REPO / "roles" / "talk" / "files" / "demolab_talk" / "paths.py"
     )
     assert spec is not None and spec.loader is not None
-    saved = {k: os.environ.pop(k) for k in ("DEMOLAB_ETC", "DEMOLAB_STATE") if k in os.environ}
-    try:
-        paths = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(paths)
-    finally:
-        os.environ.update(saved)
+    paths = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(paths)
     settings = Settings()
     assert settings.talk_json == str(paths.TALK_JSON)
     assert settings.rehearsal_json == str(paths.REHEARSAL_JSON)
     assert settings.casts_dir == str(paths.CASTS_DIR)
+    assert settings.miss_log == str(paths.MISS_LOG)
 
 
 def test_cast_file_by_step_id_only(tmp_path: Path) -> None:

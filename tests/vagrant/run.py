@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import box  # noqa: E402
 import labhosts  # noqa: E402
 import lifecycle  # noqa: E402
-import yaml  # noqa: E402
+import roledefaults  # noqa: E402
 from recap import changed_counts, changed_tasks  # noqa: E402
 
 SETTINGS = json.loads((REPO / "vagrant" / "ansible_local.json").read_text())
@@ -56,7 +56,7 @@ VM_NAME = "demolab-vm"
 
 
 def role_default(role: str, var: str):
-    return yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())[var]
+    return roledefaults.default(role, var)
 
 
 def log(msg: str) -> None:

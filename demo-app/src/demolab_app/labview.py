@@ -63,8 +63,10 @@ def run_readiness(command: str, timeout: float = READY_TIMEOUT) -> dict[str, Any
     """The readiness report as JSON; a failure to run it is itself one red tile."""
     argv = shlex.split(command)
     problem = ""
+    said = ""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        said = (done.stderr.strip().splitlines() or [""])[-1]
         report = json.loads(done.stdout)
         if not isinstance(report, dict) or not isinstance(report.get("services"), list):
             raise ValueError("no list of services")
@@ -75,7 +77,7 @@ def run_readiness(command: str, timeout: float = READY_TIMEOUT) -> dict[str, Any
     except subprocess.TimeoutExpired:
         problem = f"{command} took more than {timeout:.0f} s"
     except (OSError, ValueError) as exc:
-        problem = f"{command} gave no report ({exc})"
+        problem = f"{command} gave no report ({exc})" + (f": {said}" if said else "")
     return {
         "host": socket.gethostname(), "mode": "unknown", "ready": False, "time": time.time(),
         "services": [{

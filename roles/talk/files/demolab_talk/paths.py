@@ -43,6 +43,14 @@ def lab() -> dict:
 
 def _paths() -> dict[str, object]:
     doc = lab()
+    try:
+        return _from(doc)
+    except (KeyError, TypeError) as exc:
+        raise LabNotProvisioned(f"the lab's settings {lab_json()} lack {exc}: they were written by an older "
+                                "lab; run `make lab` again") from None
+
+
+def _from(doc: dict) -> dict[str, object]:
     talk_dir = Path(doc["talk_dir"])
     rehearsal_dir = Path(doc["state_dir"]) / "rehearsal"
     return {
