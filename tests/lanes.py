@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -41,6 +42,7 @@ class Step:
     argv: list[str]
     seconds: float = 0.0
     status: str = "not run"
+    why: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -49,6 +51,20 @@ class Lane:
     env: dict[str, str]
     steps: list[Step]
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+# Lines that say why a suite failed: pytest's summary, Ansible's fatal results, the lifecycle's
+# and make's verdicts, a Python exception.
+WHY = re.compile(r"^(FAILED|ERROR) |fatal: \[|FAILED!|^\S*Error\b|^make(\[\d+\])?: \*\*\*|phase.*fail|failed:", re.I)
+WHY_LINES = 8
+WHY_WIDTH = 300
+
+
+def reasons(lines: list[str]) -> list[str]:
+    """The few lines of a failed step's output that say why (CI shows only the end of the output)."""
+    picked = list(dict.fromkeys(line.strip() for line in lines if WHY.search(line.strip())))
+    picked = picked[-WHY_LINES:] or [line.strip() for line in lines[-3:]]
+    return [line if len(line) <= WHY_WIDTH else line[:WHY_WIDTH] + " ..." for line in picked]
 
 
 def make(target: str, *args: str) -> Step:
@@ -84,7 +100,9 @@ def run_lane(lane: Lane, out_lock: threading.Lock, width: int) -> None:
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
                                     errors="replace", bufsize=1)
             assert proc.stdout is not None
+            lines: list[str] = []
             for line in proc.stdout:
+                lines.append(line)
                 log.write(line)
                 log.flush()
                 with out_lock:
@@ -96,6 +114,7 @@ def run_lane(lane: Lane, out_lock: threading.Lock, width: int) -> None:
             with out_lock:
                 print(f"[{lane.name:<{width}}] ==> {step.name}: {step.status} in {step.seconds:.0f} s", flush=True)
             if rc != 0:
+                step.why = reasons(lines)
                 return
 
 
@@ -107,6 +126,11 @@ def summary(chosen: list[Lane], wall: float) -> bool:
             print(f"    {lane.name:<10} {step.name:<28} {step.status:<16} {step.seconds:7.0f} s")
     busy = sum(s.seconds for lane in chosen for s in lane.steps)
     print(f"    wall {wall:.0f} s for {busy:.0f} s of suites ({busy / max(wall, 1):.2f}x); logs in {LOGS}")
+    for lane in chosen:
+        for step in (s for s in lane.steps if s.why):
+            print(f"==> why {step.name} failed (from its output):")
+            for line in step.why:
+                print(f"    {line}")
     return ok
 
 

@@ -45,3 +45,18 @@ def test_the_lifecycle_runs_both_releases_once():
 def test_lanes_that_boot_hosts_never_share_a_proxy_port():
     ports = [lane.env.get("DEMOLAB_PROXY_PORT") for lane in load_lanes() if lane.name != "machine"]
     assert None not in ports and len(ports) == len(set(ports))
+
+
+def test_a_failed_step_says_why_in_a_few_lines():
+    import lanes  # loaded by load_lanes()
+
+    load_lanes()
+    out = ["collecting ...\n", "x" * 50 + "\n",
+           "FAILED tests/talk/test_play.py::test_pause - AssertionError: no prompt\n",
+           "fatal: [lab1-m]: FAILED! => {\"msg\": \"" + "y" * 400 + "\"}\n",
+           "make: *** [Makefile:188: test-talk] Error 1\n"]
+    why = lanes.reasons(out)
+    assert why[0].startswith("FAILED tests/talk/test_play.py::test_pause")
+    assert why[1].startswith("fatal: [lab1-m]") and why[1].endswith(" ...") and len(why[1]) < 320
+    assert why[2].startswith("make: ***")
+    assert lanes.reasons(["a\n", "b\n", "c\n", "d\n"]) == ["b", "c", "d"]
