@@ -28,8 +28,9 @@ converge, idempotence, verify; the presenter's own /etc/pip.conf, ~/.bashrc and 
 planted on it before, and at its end `make remove` (playbooks/remove.yml) gives it back: check
 mode changes nothing, then those files byte-identical (sha256, owner, mode) to before the lab,
 no lab process, unit, user, listening port or Debian package left, the store kept; a second
-run changed=0; PURGE=1 takes the store; site.yml converges again.  Last, `make bundle` exports that host's store and a
-second brand-new host, with no way out at all, is provisioned only from the bundle:
+run changed=0; PURGE=1 takes the store; site.yml converges again.  Side by side with that host
+(they share nothing but the first host), `make bundle` exports the first host's store and a
+third brand-new host, with no way out at all, is provisioned only from the bundle:
 converge, idempotence, verify, and the provisioning-time ratio against the first host's
 online converge.  Prints how long each phase took.  The hosts are always torn down (also on
 failure and Ctrl-C) unless --keep is given.
@@ -45,7 +46,10 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,6 +64,7 @@ from demolab_talk.paths import cast_path  # noqa: E402
 from demolab_talk.rehearse import read_cast, strip_ansi  # noqa: E402
 from recap import changed_counts, changed_tasks  # noqa: E402
 
+ADD_LOCK = threading.Lock()
 VENV_BIN = REPO / ".venv" / "bin"
 
 
@@ -430,8 +435,9 @@ def second_host(lab: labhosts.LabHosts, work: Path, secrets: Path, timings: list
     host's online converge (goal <= 0.5x). Nothing comes from this controller's caches: the
     FFmpeg artifact too must come from `source`."""
     t = time.monotonic()
-    host = lab.add(name)
-    inv = lab.inventory(work / f"inventory-{name}.ini", hosts=[host], host_vars={name: host_vars or {}})
+    with ADD_LOCK:  # hosts M and B boot side by side: one address each
+        host = lab.add(name)
+        inv = lab.inventory(work / f"inventory-{name}.ini", hosts=[host], host_vars={name: host_vars or {}})
     timings.append((f"boot host {label}", time.monotonic() - t))
     if prepare is not None:
         prepare(host)
@@ -710,12 +716,33 @@ def debian12_phases(a: argparse.Namespace, lab: labhosts.LabHosts, work: Path, i
     if not a.no_offline and not failures:
         failures += rehearse_phase(lab, work, inventory, secrets, timings)
 
+    # Hosts M (from this host's mirrors, then make remove) and B (from a bundle of its store)
+    # need only this host, not each other: they run side by side.
+    later: dict[str, Callable[[], list[str]]] = {}
     if not a.no_offline and not a.no_mirror_client and not failures:
-        failures += mirror_client_phase(lab, work, secrets, timings, remove=not a.no_remove)
-
+        later["host M"] = lambda: mirror_client_phase(lab, work, secrets, timings, remove=not a.no_remove)
     if not a.no_offline and not a.no_bundle and not failures:
-        failures += bundle_phase(lab, work, inventory, secrets, timings)
-    return failures
+        later["host B"] = lambda: bundle_phase(lab, work, inventory, secrets, timings)
+    return failures + side_by_side(later)
+
+
+def side_by_side(phases: dict[str, Callable[[], list[str]]]) -> list[str]:
+    """Run independent phases in threads; their failures (an exception included) in order."""
+    results: dict[str, list[str]] = {}
+
+    def run(name: str, phase: Callable[[], list[str]]) -> None:
+        try:
+            results[name] = phase()
+        except (Exception, SystemExit) as exc:  # reported as that phase's failure
+            traceback.print_exc()
+            results[name] = [f"{name}: {type(exc).__name__}: {exc}"]
+
+    threads = [threading.Thread(target=run, args=item, name=item[0]) for item in phases.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [f for name in phases for f in results.get(name, [f"{name}: did not finish"])]
 
 
 def main() -> int:
