@@ -46,3 +46,43 @@ def test_the_boxes_are_the_debian_releases_the_preflight_accepts():
     group_vars = yaml.safe_load((REPO / "playbooks" / "group_vars" / "all.yml").read_text())
     releases = {p["release"] for p in group_vars["lab_supported_platforms"]}
     assert set(SETTINGS["boxes"]) == releases
+
+
+# Loads the Vagrantfile with a stand-in for Vagrant's configure block (every call recorded) and
+# prints its provisioners as JSON: what `vagrant up` would run, without Vagrant.
+PROBE = r"""
+require "json"
+class Recorder
+  attr_reader :calls
+  def initialize; @calls = []; end
+  def method_missing(name, *args, **kw, &blk)
+    @calls << [name.to_s, args, kw]
+    blk&.call(Recorder.new)
+    self
+  end
+  def respond_to_missing?(*) = true
+end
+module Vagrant
+  def self.configure(_version)
+    cfg = Recorder.new
+    yield cfg
+    puts JSON.generate(cfg.calls.select { |name, *| name == "provision" })
+  end
+end
+load ARGV[0]
+"""
+
+
+def test_with_a_mirror_host_the_vm_uses_the_lab_endpoints_of_that_host(tmp_path):
+    probe = tmp_path / "probe.rb"
+    probe.write_text(PROBE)
+    out = subprocess.run(["ruby", str(probe), str(REPO / "Vagrantfile")], cwd=REPO, capture_output=True,
+                         text=True, timeout=60, env=dict(os.environ, DEMOLAB_MIRROR_HOST="192.168.56.1"))
+    assert out.returncode == 0, out.stderr
+    mirror = next(p for p in json.loads(out.stdout) if p[1] == ["mirror"])
+    lab = yaml.safe_load((REPO / "roles" / "lab" / "defaults" / "main.yml").read_text())
+    assert mirror[2]["args"] == [
+        f"http://192.168.56.1:{lab['lab_apt_mirror_port']}/apt",
+        f"http://192.168.56.1:{lab['lab_devpi_port']}/{lab['lab_devpi_index']}/+simple/",
+        SETTINGS["ansible_local"]["pip_args"],
+    ]
