@@ -245,8 +245,10 @@ def run_foreground(term: Terminal, argv: list[str], *, cwd: str | None = None,
         signal.signal(signal.SIGTTOU, signal.SIG_DFL)
 
     start = time.monotonic()
+    # Popen returns once the child has exec'd, so child_setup has given it the terminal. Not
+    # again from here: by then an interactive bash may have handed the terminal on to its own
+    # job's group, and taking it back for bash would keep Ctrl-C from that job.
     proc = subprocess.Popen(argv, cwd=cwd, env=env, preexec_fn=child_setup)
-    _take_terminal(fd, proc.pid)   # also from here: whichever side runs first, it is set
     timed_out = False
     deadline = start + timeout if timeout else None
     kill_at = None
