@@ -67,6 +67,12 @@ class Screen:
             if time.monotonic() > deadline:
                 pytest.fail(f"{pattern!r} not on the screen after {timeout} s; the screen:\n{self.text()}")
 
+    def wait_cursor_line(self, expected: str, timeout: float = 10) -> None:
+        """Until the cursor's line reads `expected` (a loaded machine echoes late)."""
+        deadline = time.monotonic() + timeout
+        while (line := self.cursor_line()) != expected:
+            assert time.monotonic() < deadline, f"the cursor's line is {line!r}, not {expected!r}"
+
     def cursor_line(self) -> str:
         self.pump(0.05)
         return self.screen.display[self.screen.cursor.y].rstrip()

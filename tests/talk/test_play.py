@@ -53,13 +53,11 @@ def test_keys_type_the_command_and_enter_runs_it_live(lab: Lab):
     s.wait(r"── 1/2  Hello")
     s.wait(r"Speaker notes here\.")
     s.wait(r"keys: any key types")                       # the help line
-    assert s.cursor_line() == "talkdir $"
+    s.wait_cursor_line("talkdir $")
     s.send("qwertyuiop", pause=0.01)                    # ten key presses, ten characters
-    time.sleep(0.1)
-    assert s.cursor_line() == "talkdir $ " + HELLO[:10]
+    s.wait_cursor_line("talkdir $ " + HELLO[:10])
     s.send(BACKSPACE)
-    time.sleep(0.1)
-    assert s.cursor_line() == "talkdir $ " + HELLO[:9]
+    s.wait_cursor_line("talkdir $ " + HELLO[:9])
     s.send("x" * (len(HELLO) - 9 + 5))                  # keys past the end type nothing more
     s.wait(re.escape(HELLO) + "$")
     assert not (lab.workdir / "sum=42").exists()
@@ -119,7 +117,7 @@ def test_cd_and_exports_carry_to_the_next_steps_as_rehearsed(lab: Lab):
     ])
     s = lab.play()
     s.wait(r"── 1/4  Go somewhere")
-    assert s.cursor_line() == "talkdir $"
+    s.wait_cursor_line("talkdir $")
     s.send(ENTER + ENTER)
     s.wait(r"── 2/4  Show it")
     s.wait(r"^sub \$$")                                   # the prompt is where it will run
@@ -136,7 +134,7 @@ def test_cd_and_exports_carry_to_the_next_steps_as_rehearsed(lab: Lab):
     s.wait(r"(?s)── 4/4.*── 3/4  And again")
     s.send(CTRL_P)
     s.wait(r"(?s)── 4/4.*── 3/4.*── 2/4  Show it")
-    assert s.cursor_line() == "talkdir $"                 # what the last live run left, not sub
+    s.wait_cursor_line("talkdir $")                 # what the last live run left, not sub
 
 
 def test_start_at_a_step_with_the_rehearsal_verdict(lab: Lab):
@@ -236,7 +234,7 @@ def test_ctrl_c_reaches_the_live_command_not_the_player(lab: Lab):
     s.wait(r"── 1/2")
     s.send(ENTER + ENTER)
     s.wait(r"^serving$")
-    time.sleep(0.3)
+    _wait_in_foreground(s.child.pid, "sleep")   # as a presenter would: once the job runs
     s.send(CTRL_C)
     s.wait(r"✗ exit 130, expected 0")
     s.wait(r"── 2/2  After")
@@ -322,6 +320,37 @@ def test_terminal_restored_after_ctrl_c_and_sigterm(lab: Lab):
     sh.wait(r"lab-play: stopped by signal 15 at step 1/1 \(one\); resume with: lab-play --step one")
     sh.wait(r"^rc=143$")
     assert _stty(sh) == before
+
+
+def _wait_in_foreground(ancestor: int, program: str, timeout: float = 10) -> None:
+    """Until `program`, under `ancestor`, is the terminal's foreground process group: the
+    interactive bash running a step starts it a moment after printing what came before it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                stat = (proc / "stat").read_text()
+            except OSError:
+                continue
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            pgrp, tpgid = int(fields[2]), int(fields[5])
+            if comm == program and pgrp == tpgid and _descends(int(proc.name), ancestor):
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"{program} under pid {ancestor} never became the terminal's foreground job")
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat[stat.rindex(")") + 2:].split()[1])
+    return False
 
 
 def _child_of(ppid: int) -> int:
