@@ -137,9 +137,9 @@ class Lab:
     def argv(self, *args: str) -> list[str]:
         return ["-m", "demolab_talk.play", "--talk", str(self.talk), *args]
 
-    def play(self, *args: str, **env: str) -> Screen:
+    def play(self, *args: str, preexec_fn=None, **env: str) -> Screen:
         child = pexpect.spawn(sys.executable, self.argv(*args), env=self.env(**env),
-                              dimensions=(ROWS, COLS), cwd=str(self.tmp))
+                              dimensions=(ROWS, COLS), cwd=str(self.tmp), preexec_fn=preexec_fn)
         self.children.append(child)
         return Screen(child)
 

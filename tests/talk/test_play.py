@@ -227,10 +227,18 @@ def test_risky_success_with_expected_output_goes_on(lab: Lab):
     assert "[Y/n]" not in s.text()
 
 
-def test_ctrl_c_reaches_the_live_command_not_the_player(lab: Lab):
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+
+
+# Also when lab-play itself was started with SIGINT ignored (as `cmd &` in a script or nohup
+# leave it): a shell gives its jobs the default signals back, and so must lab-play.
+@pytest.mark.parametrize("start", [None, _ignore_sigint], ids=["from-a-shell", "sigint-ignored"])
+def test_ctrl_c_reaches_the_live_command_not_the_player(lab: Lab, start):
     lab.write_talk([{"id": "server", "title": "A server", "command": "echo serving; sleep 60"},
                     {"id": "after", "title": "After", "command": "echo after"}])
-    s = lab.play()
+    s = lab.play(preexec_fn=start)
     s.wait(r"── 1/2")
     s.send(ENTER + ENTER)
     s.wait(r"^serving$")

@@ -217,6 +217,9 @@ class RunResult:
     timed_out: bool = False
 
 
+JOB_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+
+
 def _take_terminal(fd: int, pgid: int) -> None:
     old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     try:
@@ -236,6 +239,11 @@ def run_foreground(term: Terminal, argv: list[str], *, cwd: str | None = None,
     fd = term.fd_in
 
     def child_setup() -> None:
+        # A job gets the terminal's signals as a shell gives them: lab-play started where
+        # SIGINT/SIGQUIT are ignored (from `cmd &` in a script, nohup, some launchers) must not
+        # pass that on, or Ctrl-C would never stop a live step.
+        for sig in JOB_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
         os.setpgid(0, 0)
         signal.signal(signal.SIGTTOU, signal.SIG_IGN)
         try:
