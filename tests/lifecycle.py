@@ -2,11 +2,12 @@
 
     python3 tests/lifecycle.py [--hosts lab1] [--first-index 11] [--no-offline] [--no-mirror-client]
                                [--no-remove] [--no-bundle] [--no-audience] [--phone labp]
-                               [--no-debian13 | --only-debian13] [--reuse-ffmpeg] [--keep]
+                               [--no-debian13 | --only-debian13] [--build-ffmpeg] [--keep]
 
 Boots fresh Debian 12 hosts (systemd as PID 1, no default route; their only way out is
-the harness's forward proxy), runs playbooks/site.yml on them (online, as a fresh laptop:
-the lab FFmpeg is built from source there unless --reuse-ffmpeg), runs it again and fails
+the harness's forward proxy), runs playbooks/site.yml on them (online, as a fresh laptop;
+the lab FFmpeg comes from the build cache when an artifact with its key is there, else it is
+built from source and cached; --build-ffmpeg always builds), runs it again and fails
 unless it reports changed=0, runs it once more in check mode (changed=0 too), then runs
 the testinfra suite against the inventory.  The first host runs the demo app in audience mode
 on a second address of its lab-network interface; a booted (not provisioned) host is the
@@ -76,10 +77,11 @@ def ansible_env(secrets: Path) -> dict[str, str]:
     return env
 
 
-# The first host provisions online as a fresh laptop does: it builds the lab FFmpeg from the
-# Debian source package (the hosts after it install that artifact from its mirrors or its
-# bundle). --reuse-ffmpeg installs the media suite's build instead (faster iterations; the
-# provisioning ratios then leave the build out).
+# The first host provisions online as a fresh laptop does, but its lab FFmpeg build is cached
+# (like the test hosts' rootfs): it installs the artifact from FFMPEG_CACHE when its key is
+# there, else it builds it from the Debian source package and the lifecycle keeps it there.
+# --build-ffmpeg always builds (the provisioning ratios then include the build). The hosts after
+# it install that artifact from its mirrors or its bundle, never from this cache.
 FFMPEG_CACHE = Path(os.environ.get("DEMOLAB_FFMPEG_CACHE", "/var/cache/demolab/ffmpeg"))
 FFMPEG_ARTIFACTS: list[str] = []
 
@@ -409,8 +411,8 @@ def room_checks(stage: labhosts.Host, phone: labhosts.Host, secrets: Path, addre
 
 
 def bench_line(source: str, offline: float, online: float) -> None:
-    how = ("the FFmpeg artifact reused (--reuse-ffmpeg)" if FFMPEG_ARTIFACTS
-           else "FFmpeg built from source, as on a fresh laptop")
+    how = ("the FFmpeg artifact cached from an earlier build, when its key matched" if FFMPEG_ARTIFACTS
+           else "FFmpeg built from source, as on a fresh laptop (--build-ffmpeg)")
     print(f"\nbench: fresh host provisioned offline {source} {offline:.0f} s vs online {online:.0f} s "
           f"({how}) = {offline / online:.2f}x (goal <= 0.5x)")
 
@@ -635,7 +637,9 @@ def keep_ffmpeg_artifact(host: labhosts.Host, cache: Path) -> None:
         return
     key = json.loads(out.stdout)["key"]
     dest = cache / "artifacts" / key
-    part = dest.with_name(key + ".part")
+    if dest.exists():
+        return
+    part = cache / f".{key}.part"  # beside artifacts/, which the role copies whole
     shutil.rmtree(part, ignore_errors=True)
     part.mkdir(parents=True)
     tar = subprocess.Popen([*host.ssh_args, f"tar -C /var/lib/demolab/mirror/ffmpeg/artifacts/{key} -c ."],
@@ -643,7 +647,7 @@ def keep_ffmpeg_artifact(host: labhosts.Host, cache: Path) -> None:
     subprocess.run(["tar", "-C", str(part), "-x"], stdin=tar.stdout, check=True)
     if tar.wait() == 0 and not dest.exists():
         part.rename(dest)
-        print(f"kept the Debian 13 FFmpeg artifact in {dest}")
+        print(f"kept {host.name}'s FFmpeg artifact in {dest}")
     shutil.rmtree(part, ignore_errors=True)
 
 
@@ -680,6 +684,8 @@ def debian12_phases(a: argparse.Namespace, lab: labhosts.LabHosts, work: Path, i
     t = time.monotonic()
     rc, out = playbook(inventory, secrets, log=work / "converge.log")
     timings.append(("converge", time.monotonic() - t))
+    if FFMPEG_ARTIFACTS:
+        keep_ffmpeg_artifact(lab.hosts[0], FFMPEG_CACHE)  # when the converge had to build it
     if rc != 0:
         print(out[-6000:])
         raise SystemExit(f"converge failed (rc={rc}); full log: {work / 'converge.log'}")
@@ -765,13 +771,18 @@ def main() -> int:
                     help="skip the Debian 13 host (converge, idempotence, verify)")
     ap.add_argument("--only-debian13", action="store_true",
                     help="only the Debian 13 host (no Debian 12 host)")
-    ap.add_argument("--reuse-ffmpeg", action="store_true",
-                    help=f"install the FFmpeg artifact from {FFMPEG_CACHE} on the first host instead of building it")
+    ap.add_argument("--build-ffmpeg", action="store_true",
+                    help="build the lab FFmpeg from source on the first host, as a fresh laptop does (default: "
+                         f"the artifact cached in {FFMPEG_CACHE} when its key matches; the first run builds and "
+                         "caches it)")
     ap.add_argument("--keep", action="store_true", help="leave the hosts running (debugging)")
     ap.add_argument("--workdir", default=str(REPO / ".run" / "lifecycle"))
     a = ap.parse_args()
 
-    if a.reuse_ffmpeg:
+    if not a.build_ffmpeg:
+        # The build is cached like the test hosts' rootfs: it runs again only when its key
+        # (source version, flags, release) changes; the converge then keeps the new artifact.
+        (FFMPEG_CACHE / "artifacts").mkdir(parents=True, exist_ok=True)
         FFMPEG_ARTIFACTS.extend(["-e", f"ffmpeg_artifact_source_dir={FFMPEG_CACHE}"])
     work = Path(a.workdir).resolve()  # ansible resolves relative paths against the playbook
     work.mkdir(parents=True, exist_ok=True)
