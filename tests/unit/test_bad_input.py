@@ -166,6 +166,21 @@ def test_an_unsupported_system_is_refused_before_any_change(tmp_path, distributi
     assert not secrets.exists()
 
 
+def test_a_cpu_below_x86_64_v2_is_refused_before_any_change(tmp_path):
+    # QEMU's qemu64 model: no SSE4.1/4.2, no POPCNT (NumPy 2.4 dies there with SIGILL).
+    flags = "fpu de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 " \
+            "syscall nx lm rep_good nopl cpuid pni cx16 x2apic hypervisor lahf_lm"
+    secrets = tmp_path / "secrets"
+    out = playbook("--check", "--tags", "redis_configure", "-e", f"lab_secrets_dir={secrets}",
+                   "-e", json.dumps({"lab_cpu_flags": flags.split()}), tmp=tmp_path)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    line = next(x for x in text.splitlines() if "(x86-64-v2)" in x)
+    assert "localhost's CPU lacks popcnt, sse4_1, sse4_2, ssse3 (x86-64-v2)" in line
+    assert "TASK [redis" not in text  # no role ran
+    assert not secrets.exists()
+
+
 def test_this_debian_machine_passes_the_preflight(tmp_path):
     # The real facts of this machine (Debian 12 amd64, like the CI runner): no override.
     out = playbook("--check", "--tags", "redis_configure", "-e", f"lab_secrets_dir={tmp_path}/s",
