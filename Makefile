@@ -31,7 +31,7 @@ CONTROLLER_PKGS := python3-venv python3-pip openssh-client iproute2 debootstrap 
 	systemd-container zstd apt-cacher-ng sudo
 
 .PHONY: help deps venv wheel lab bundle offline online rehearse ready remove verify lint unit quick lock talk test test-serial test-hosts test-vagrant-replay test-vagrant \
-	test-local test-http-cache test-devpi test-media test-apt-mirror test-demo-app test-talk bench-talk clean
+	test-local test-http-cache test-devpi test-media test-apt-mirror test-demo-app test-talk bench-talk bench-rerun clean
 
 help: ## this list: every target, one line each (the default)
 	@echo "demolab: a live technical talk that works with no internet. make TARGET:"
@@ -188,6 +188,9 @@ test-talk: venv ## lab-play on a real pty and in tmux, real asciinema recordings
 	@$(BIN)/pytest -q tests/talk -p no:cacheprovider
 
 # lab-play's keypress-to-character latency through a pty, beside cat's (goal: p99 < 20 ms).
+bench-rerun: venv ## a changed=0 rerun of this machine's lab, plain linear beside Mitogen (make lab first)
+	@$(BIN)/python tests/bench/rerun.py -- -e ffmpeg_artifact_source_dir=$(FFMPEG_CACHE) $(PLAYBOOK_ARGS)
+
 bench-talk: venv ## lab-play's keypress-to-character latency beside cat's (goal p99 < 20 ms)
 	@$(BIN)/python tests/talk/bench_latency.py
 
