@@ -207,7 +207,7 @@ def test_describe_deb_and_ensure_use_a_good_artifact(artifact):
     out = cli("--store", store, "--version", BOOKWORM, "describe", check_rc=0).stdout
     assert out.count("\n") == 1
     result = json.loads(out)
-    assert result == {"changed": False, "key": artifact.key, "version": BOOKWORM,
+    assert result == {"changed": False, "key": artifact.key, "version": BOOKWORM, "package": "demolab-ffmpeg",
                       "package_version": artifact.pkg_version, "deb": str(artifact.deb),
                       "manifest": str(artifact.manifest), "prefix": "/opt/ffmpeg-5.1.9-lab",
                       "ffmpeg": "/opt/ffmpeg-5.1.9-lab/bin/ffmpeg", "ffprobe": "/opt/ffmpeg-5.1.9-lab/bin/ffprobe",
