@@ -425,6 +425,9 @@ class LabHosts:
             f"ansible_ssh_private_key_file={key}",
             "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
             "-o ConnectTimeout=5'",
+            # A test host's key is new at every boot; Mitogen's SSH checks keys on its own
+            # unless told, as Ansible's is here.
+            "ansible_host_key_checking=false",
             "ansible_python_interpreter=/usr/bin/python3",
             f"lab_upstream_proxy={self.proxy.url}",
         ]
