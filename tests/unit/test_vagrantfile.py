@@ -86,3 +86,15 @@ def test_with_a_mirror_host_the_vm_uses_the_lab_endpoints_of_that_host(tmp_path)
         f"http://192.168.56.1:{lab['lab_devpi_port']}/{lab['lab_devpi_index']}/+simple/",
         SETTINGS["ansible_local"]["pip_args"],
     ]
+
+
+def test_the_vms_ansible_and_mitogen_are_the_controllers_pins():
+    """pip_args pins what requirements-dev.txt pins (the VM's play is the laptop's play)."""
+    pins = dict(line.split("==", 1) for line in (REPO / "requirements-dev.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    vm = [arg for arg in SETTINGS["ansible_local"]["pip_args"].split() if "==" in arg]
+    assert sorted(arg.split("==")[0] for arg in vm) == ["ansible", "mitogen"]
+    for arg in vm:
+        name, version = arg.split("==")
+        assert pins.get(name) == version, (f"{arg} in vagrant/ansible_local.json, "
+                                           f"{name}=={pins.get(name)} in requirements-dev.txt")
