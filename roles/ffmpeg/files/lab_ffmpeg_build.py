@@ -417,7 +417,8 @@ class Artifact:
     def result(self, changed: bool) -> dict:
         """The JSON line of ensure/describe/install (field order as before)."""
         return {"changed": changed, "key": self.key, "version": self.version, "package": PKG_NAME,
-                "package_version": self.pkg_version, "deb": str(self.deb), "manifest": str(self.manifest), "prefix": self.prefix,
+                "package_version": self.pkg_version, "deb": str(self.deb), "manifest": str(self.manifest),
+                "prefix": self.prefix,
                 "ffmpeg": f"{self.prefix}/bin/ffmpeg", "ffprobe": f"{self.prefix}/bin/ffprobe", "log": str(self.log)}
 
     def manifest_data(self, sha256: str, size: int, build_seconds: int, built_at: str) -> dict:
