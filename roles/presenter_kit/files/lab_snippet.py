@@ -35,6 +35,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 import wave
 from pathlib import Path
 
@@ -147,6 +148,22 @@ def copy_to_clipboard(text: str, which: str) -> None:
             if res.returncode != 0:
                 err.seek(0)
                 raise LabError(f"xclip failed: {err.read().decode(errors='replace').strip()}")
+        wait_for_selection(sel, text)
+
+
+def wait_for_selection(sel: str, text: str, timeout: float = 3.0) -> None:
+    """Return once the selection holds `text`: xclip's parent exits before its child has taken
+    the selection, so a paste right after the hotkey could still get the previous snippet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = subprocess.run(["xclip", "-selection", sel, "-out"], capture_output=True, timeout=5, check=False)
+        if got.returncode == 0 and got.stdout == text.encode():
+            return
+        if time.monotonic() > deadline:
+            print(f"lab-snippet: the {sel} selection does not hold the snippet after {timeout:.0f} s "
+                  "(a clipboard manager rewriting it?)", file=sys.stderr)
+            return
+        time.sleep(0.02)
 
 
 def run_command(name: str, command: str) -> int:
