@@ -17,9 +17,17 @@ from ansible.utils.display import Display
 
 try:  # Mitogen's loaders must be imported before its strategy mix-in.
     import ansible_mitogen.loaders  # noqa: F401
+    import ansible_mitogen.planner as mitogen_planner
     import ansible_mitogen.strategy as mitogen_strategy
 except ImportError:
     mitogen_strategy = None
+
+# python-apt reads apt's settings once per process: run in Mitogen's warm interpreter, an apt
+# task after the lab switched apt to its mirror (offline) still used the old sources ("Failed to
+# update apt cache", tests/apt_mirror).  Mitogen's own remedy for modules with process-wide
+# state is to run them in a fresh fork (as it does for dnf); the apt modules join that list.
+APT_MODULES = frozenset(f"{prefix}{name}" for prefix in ("", "ansible.builtin.", "ansible.legacy.")
+                        for name in ("apt", "apt_repository", "deb822_repository", "package_facts"))
 
 Linear = strategy_loader.get("linear", class_only=True)
 
@@ -30,6 +38,7 @@ if mitogen_strategy is None:
         """Plain linear: no Mitogen on this controller."""
 
 else:
+    mitogen_planner.NewStylePlanner.ALWAYS_FORK_MODULES |= APT_MODULES
 
     class StrategyModule(mitogen_strategy.StrategyMixin, Linear):
         """Linear, with Mitogen's connection and per-host interpreter."""
