@@ -6,8 +6,8 @@ list, the modules and their results are Ansible's: only the transport changes.  
 profile_tasks, a changed=0 `make lab` on a 2-core machine under load: 172 s with plain linear,
 60 s through Mitogen (see tests/bench/rerun.py for the side-by-side run).
 
-A controller without Mitogen (a bare `pip install ansible`, as the Vagrant VM's ansible_local
-does) runs plain linear, exactly as before: the name below works either way.
+A controller without Mitogen (a bare `pip install ansible`; the Vagrant VM's ansible_local
+installs both) runs plain linear, exactly as before: the name below works either way.
 """
 
 from __future__ import annotations
