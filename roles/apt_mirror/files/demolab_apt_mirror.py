@@ -1,18 +1,27 @@
 #!/usr/bin/python3
 """Fill and index the lab's flat Debian repository (role apt_mirror).
 
-    demolab-apt-mirror fill --dir DIR [--no-recommends] [--no-prune] PACKAGE...
+    demolab-apt-mirror fill --dir DIR [--state FILE] [--refresh-after SECONDS]
+                            [--no-recommends] [--no-prune] PACKAGE...
 
+0. With --refresh-after, refresh apt's package lists (`apt-get update`) when the last refresh
+   recorded in the state file is older than that (apt's own stamp is missing on a minimal
+   Debian, so cache_valid_time refreshed on every run); it waits for apt's lock.
 1. Resolve the recursive dependency set of PACKAGE... against an EMPTY dpkg status (a clean
    base: nothing is assumed installed, so a fresh minimal host finds everything it lacks),
    with this machine's apt sources and package lists (`apt-get install --print-uris`).
+   The answer is kept in the state file under a fingerprint of its inputs (the package list,
+   apt's configuration, every file under /etc/apt and the package lists' names, sizes and
+   times): while none of them changed, the next run reuses it (apt needs seconds to rebuild
+   its cache for a resolution; the fingerprint takes milliseconds).
 2. Download what the store does not hold yet (`apt-get download NAME:ARCH=VERSION`, which
    checks every file against the archive's signed indices) into DIR/.partial, then move each
    .deb into DIR. With pruning, .debs outside the set are removed.
 3. Re-index only on change: `dpkg-scanpackages` into Packages, Packages.gz and Release, each
    written to a temporary file and renamed (a failure never leaves a half-written index).
 
-Prints one JSON line: {"changed": bool, "downloaded": [...], "removed": [...], ...}.
+Prints one JSON line: {"changed": bool, "downloaded": [...], "removed": [...],
+"resolution": "apt" | "kept", "refreshed": bool, ...}.
 Exit 1 with a clear message (the package named) when something cannot be resolved,
 downloaded or written.
 """
@@ -37,6 +46,11 @@ from pathlib import Path
 PARTIAL = ".partial"
 INDEX_FILES = ("Packages", "Packages.gz", "Release")
 URI_LINE = re.compile(r"^'(?P<uri>[^']+)' (?P<file>\S+) (?P<size>\d+)")
+# How long `apt-get update` waits for another apt to release its lock, and how often a failed
+# update is tried (as the apt module's lock_timeout and the role's retries did).
+LOCK_WAIT = 600
+UPDATE_TRIES = 3
+RETRY_DELAY = 5
 
 
 class Failure(Exception):
@@ -45,6 +59,65 @@ class Failure(Exception):
 
 def apt_env() -> dict[str, str]:
     return dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C.UTF-8")
+
+
+def apt_dirs() -> tuple[Path, Path]:
+    """apt's configuration directory and package lists directory, as apt itself sees them."""
+    out = subprocess.run(["apt-config", "shell", "E", "Dir::Etc/d", "L", "Dir::State::lists/d"],
+                         capture_output=True, text=True, check=True).stdout
+    found = dict(re.findall(r"^(\w)='([^']*)'$", out, re.M))
+    return Path(found.get("E", "/etc/apt")), Path(found.get("L", "/var/lib/apt/lists"))
+
+
+def fingerprint(packages: list[str], recommends: bool) -> str:
+    """What a resolution depends on: the request, apt's settings, sources and package lists."""
+    h = hashlib.sha256(json.dumps([sorted(set(packages)), recommends]).encode())
+    h.update(subprocess.run(["apt-config", "dump"], capture_output=True, check=True).stdout)
+    for root in apt_dirs():
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and path.name != "lock" and "partial" not in path.parts:
+                st = path.stat()
+                h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def load_state(path: Path | None) -> dict:
+    if path is None or not path.exists():
+        return {}
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # unreadable: resolve and refresh again, then rewrite it
+    return state if isinstance(state, dict) else {}
+
+
+def save_state(path: Path | None, state: dict) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(write_atomic(path, json.dumps(state, sort_keys=True).encode()), path)
+
+
+def refresh_lists() -> None:
+    """`apt-get update`, waiting for apt's lock, tried UPDATE_TRIES times."""
+    deadline = time.monotonic() + LOCK_WAIT
+    tries = 0
+    while True:
+        proc = subprocess.run(["apt-get", "update", "-q", "-o", "Acquire::Retries=3"],
+                              capture_output=True, text=True, env=apt_env())
+        if proc.returncode == 0:
+            return
+        if "Could not get lock" in proc.stderr and time.monotonic() < deadline:
+            time.sleep(RETRY_DELAY)
+            continue
+        tries += 1
+        if tries >= UPDATE_TRIES:
+            errors = [ln for ln in proc.stderr.splitlines() if ln.startswith(("E:", "W:"))]
+            raise Failure("cannot refresh apt's package lists (apt-get update): "
+                          + ("; ".join(errors)[-600:] or proc.stderr.strip()[-600:])
+                          + ". Check this machine's network and apt sources; the mirror was "
+                          "left as it was (offline, lab_mode=offline serves it as it is).")
+        time.sleep(RETRY_DELAY)
 
 
 def resolve(packages: list[str], recommends: bool, work: Path) -> dict[str, int]:
@@ -188,9 +261,23 @@ def fill(a: argparse.Namespace) -> dict:
     store = Path(a.dir)
     store.mkdir(parents=True, exist_ok=True)
     store.chmod(0o755)
-    result: dict = {"changed": False, "downloaded": [], "removed": [], "dir": str(store)}
-    with tempfile.TemporaryDirectory(prefix="demolab-apt-mirror-") as work:
-        want = resolve(a.packages, a.recommends, Path(work))
+    result: dict = {"changed": False, "downloaded": [], "removed": [], "dir": str(store),
+                    "refreshed": False, "resolution": "kept"}
+    state_path = Path(a.state) if a.state else None
+    state = load_state(state_path)
+    if a.refresh_after > 0 and not 0 <= time.time() - state.get("refreshed", 0) < a.refresh_after:
+        refresh_lists()
+        state["refreshed"] = time.time()
+        save_state(state_path, state)
+        result["refreshed"] = True
+    key = fingerprint(a.packages, a.recommends) if state_path else None
+    want = state.get("debs") if key is not None and state.get("key") == key else None
+    if not isinstance(want, dict) or not want:
+        result["resolution"] = "apt"
+        with tempfile.TemporaryDirectory(prefix="demolab-apt-mirror-") as work:
+            want = resolve(a.packages, a.recommends, Path(work))
+        state.update(key=key, debs=want)
+        save_state(state_path, state)
     have = {p.name: p.stat().st_size for p in store.glob("*.deb")}
     missing = {n: s for n, s in want.items() if have.get(n) != s}
     if missing:
@@ -216,6 +303,10 @@ def main() -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fill", help="resolve, download and index")
     f.add_argument("--dir", required=True)
+    f.add_argument("--state", help="JSON file for the last refresh and resolution "
+                   "(without it: no refresh, a resolution every run)")
+    f.add_argument("--refresh-after", type=int, default=0, metavar="SECONDS",
+                   help="run apt-get update when the last one is older (0: never)")
     f.add_argument("--no-recommends", dest="recommends", action="store_false")
     f.add_argument("--no-prune", dest="prune", action="store_false")
     f.add_argument("packages", nargs="+")
