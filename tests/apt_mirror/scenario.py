@@ -5,7 +5,8 @@
 Boots two fresh Debian 12 hosts (aptm1 = 10.77.0.51, aptm2 = 10.77.0.52; forward proxy on
 port DEMOLAB_PROXY_PORT, 3144 by default here), then:
 
-  A  converge (fill from mirror/apt-packages.txt, or --packages), idempotence (changed=0),
+  A  converge (fill from mirror/apt-packages.txt, or --packages), idempotence (changed=0, the
+     resolution reused, apt's lists not refreshed again within the hour),
      check mode (changed=0), a package that does not exist (fails, named), a full disk
      (fails clearly, no index written); A serves the repo on its bridge address.
   -- the forward proxy is stopped: nothing can go out any more --
@@ -109,6 +110,9 @@ def main() -> int:
         c.timings.append(("A idempotence", secs))
         c.check("A: second run changed=0", rc == 0 and changed_counts(out).get(A.name) == 0,
                 f"rc={rc} recap={changed_counts(out)} changed: {'; '.join(changed_tasks(out))}")
+        c.check("A: the second run reuses the resolution (inputs unchanged, lists fresh)",
+                "last resolution reused (same inputs)" in out and "package lists refreshed" not in out,
+                tail(out, 15))
 
         rc, out, secs = playbook(work, inventory, "mirror.yml", *pkg_args, "--check", "--diff",
                                  log="a-check.log")

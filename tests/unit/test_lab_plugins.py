@@ -1,0 +1,100 @@
+"""The lab's own plugins, run by Ansible on this machine (local connection, the repo's ansible.cfg).
+
+- module demolab_original (plugins/modules): keeps each file's original once, byte for byte
+  with its mode, records a file that did not exist, changes nothing on a second call or in
+  check mode; the record is what `make remove` (roles/lab/files/demolab-remove.py) reads.
+- lookup demolab_secret (plugins/lookup): generates a secret once (0600, the lab's length),
+  returns the same one afterwards, and with lab_secrets_generate=false a missing one stops the
+  play naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = REPO / ".venv" / "bin"
+
+
+def play(tmp_path: Path, tasks: list, *extra: str) -> subprocess.CompletedProcess:
+    path = tmp_path / "play.yml"
+    path.write_text(yaml.safe_dump([{"name": "Probe", "hosts": "localhost", "gather_facts": False,
+                                     "tasks": tasks}]))
+    return subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(path), *extra],
+                          env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+                                   ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json"),
+                          capture_output=True, text=True, timeout=300, check=False, cwd=REPO)
+
+
+def results(proc: subprocess.CompletedProcess) -> list[dict]:
+    out = json.loads(proc.stdout)
+    return [t["hosts"]["localhost"] for p in out["plays"] for t in p["tasks"]]
+
+
+def keep(paths: list[str], store: Path) -> dict:
+    return {"name": "Keep", "demolab_original": {"paths": paths, "dir": str(store)}}
+
+
+def test_original_kept_once_byte_for_byte(tmp_path):
+    conf = tmp_path / "pip.conf"
+    conf.write_bytes(b"[global]\nindex-url = https://example.invalid/simple\n\x00tail")
+    conf.chmod(0o640)
+    absent = tmp_path / "not-there"
+    store = tmp_path / "originals"
+
+    preview = play(tmp_path, [keep([str(conf), str(absent)], store)], "--check")
+    assert preview.returncode == 0, preview.stdout[-2000:]
+    assert results(preview)[0]["changed"] and not store.exists(), "check mode wrote something"
+
+    first = play(tmp_path, [keep([str(conf), str(absent)], store)])
+    assert first.returncode == 0, first.stdout[-2000:]
+    assert results(first)[0]["changed"] and results(first)[0]["kept"] == [str(conf), str(absent)]
+    assert stat.S_IMODE(store.stat().st_mode) == 0o700
+    key = hashlib.sha1(str(conf).encode()).hexdigest()
+    copy = store / f"{key}.orig"
+    assert copy.read_bytes() == conf.read_bytes() and stat.S_IMODE(copy.stat().st_mode) == 0o640
+    assert (store / f"{key}.path").read_text() == f"{conf}\n"
+    none = hashlib.sha1(str(absent).encode()).hexdigest()
+    assert (store / f"{none}.path").exists() and not (store / f"{none}.orig").exists()
+
+    conf.write_text("changed by the lab\n")
+    again = play(tmp_path, [keep([str(conf), str(absent)], store)])
+    assert again.returncode == 0 and not results(again)[0]["changed"]
+    assert b"example.invalid" in copy.read_bytes(), "the original was overwritten by a later run"
+
+
+def secret_task(name: str) -> dict:
+    return {"name": "Secret", "ansible.builtin.debug": {"msg": "{{ lookup('demolab_secret', '%s') }}" % name}}
+
+
+def lab_vars(secrets: Path, generate: bool) -> list[str]:
+    return ["-e", json.dumps({"lab_secrets_dir": str(secrets), "lab_secrets_generate": generate,
+                              "lab_secret_length": 24})]
+
+
+def test_secret_generated_once_then_reused(tmp_path):
+    secrets = tmp_path / "secrets"
+    first = play(tmp_path, [secret_task("redis")], *lab_vars(secrets, True))
+    assert first.returncode == 0, first.stdout[-2000:]
+    value = results(first)[0]["msg"]
+    path = secrets / "localhost" / "redis"
+    assert path.read_text().strip() == value and len(value) == 24 and value.isalnum()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    second = play(tmp_path, [secret_task("redis")], *lab_vars(secrets, False))
+    assert second.returncode == 0 and results(second)[0]["msg"] == value
+
+
+def test_missing_secret_without_generation_names_the_file(tmp_path):
+    secrets = tmp_path / "secrets"
+    proc = play(tmp_path, [secret_task("mongodb-admin")], *lab_vars(secrets, False))
+    assert proc.returncode != 0
+    assert f"{secrets}/localhost/mongodb-admin does not exist" in proc.stdout
+    assert "lab_secrets_generate=true" in proc.stdout
+    assert not (secrets / "localhost" / "mongodb-admin").exists()
