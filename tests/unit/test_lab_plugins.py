@@ -6,6 +6,8 @@
 - lookup demolab_secret (plugins/lookup): generates a secret once (0600, the lab's length),
   returns the same one afterwards, and with lab_secrets_generate=false a missing one stops the
   play naming the file.
+- module demolab_dpkg_facts (plugins/modules): the same packages, versions and architectures as
+  ansible.builtin.package_facts on this machine, read with dpkg-query.
 """
 
 from __future__ import annotations
@@ -98,3 +100,18 @@ def test_missing_secret_without_generation_names_the_file(tmp_path):
     assert f"{secrets}/localhost/mongodb-admin does not exist" in proc.stdout
     assert "lab_secrets_generate=true" in proc.stdout
     assert not (secrets / "localhost" / "mongodb-admin").exists()
+
+
+def test_dpkg_facts_match_package_facts(tmp_path):
+    """demolab_dpkg_facts gives the roles what package_facts gave them (name, version, arch)."""
+    proc = play(tmp_path, [{"name": "Ours", "demolab_dpkg_facts": None},
+                           {"name": "Keep", "ansible.builtin.set_fact": {"ours": "{{ ansible_facts.packages }}"}},
+                           {"name": "Apt's", "ansible.builtin.package_facts": {"manager": "apt"}}])
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    ours, theirs = results(proc)[0]["ansible_facts"]["packages"], results(proc)[2]["ansible_facts"]["packages"]
+
+    def shape(packages: dict) -> dict:
+        return {n: sorted((p["version"], p["arch"]) for p in v) for n, v in packages.items()}
+
+    assert "dpkg" in ours and shape(ours) == shape(theirs)
+    assert not results(proc)[0]["changed"]
