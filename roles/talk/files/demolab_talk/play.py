@@ -546,8 +546,14 @@ class Player:
                     subprocess.run(["xclip", "-selection", target, "-i"], input=text.encode(),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    start_new_session=True, check=True, timeout=5)
+                missing = [t for t in targets if not _selection_holds(t, text.encode())]
             except (subprocess.SubprocessError, OSError) as exc:
                 self.say(f"xclip failed ({exc}); the snippet:", "1;33")
+                self.term.write(text if text.endswith("\n") else text + "\n")
+                return
+            if missing:
+                self.say(f"the {' and '.join(missing)} selection does not hold the snippet after "
+                         f"{SELECTION_WAIT:.0f} s (a clipboard manager rewriting it?); the snippet:", "1;33")
                 self.term.write(text if text.endswith("\n") else text + "\n")
                 return
             self.say(f"⧉ copied the snippet of {s.id!r} to the {' and '.join(targets)} selection")
@@ -558,6 +564,23 @@ class Player:
         self.term.write(f"\x1b]52;c;{b64}\x07")
         self.say(f"⧉ the snippet of {s.id!r} (sent to the terminal's clipboard with OSC 52):")
         self.term.write(text if text.endswith("\n") else text + "\n")
+
+
+# xclip's parent returns before the child that serves the selection has taken it: "copied" is
+# said only once a read-back holds the snippet (a paste right after Ctrl-Y got the old one).
+SELECTION_WAIT = 3.0
+
+
+def _selection_holds(target: str, data: bytes) -> bool:
+    deadline = time.monotonic() + SELECTION_WAIT
+    while True:
+        out = subprocess.run(["xclip", "-selection", target, "-o"], capture_output=True,
+                             timeout=5, check=False)
+        if out.returncode == 0 and out.stdout == data:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
 
 
 def _script_output(log: str) -> str:
