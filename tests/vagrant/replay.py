@@ -53,7 +53,8 @@ TAGS = ["lab_install", "lab_configure", "redis_install", "redis_configure", "red
 # The ansible_local options this replay knows how Vagrant uses; any other is an error, so
 # that a new option in the Vagrantfile is never silently left out of the replay.
 KNOWN = {"install_mode", "pip_install_cmd", "pip_args", "version", "compatibility_mode",
-         "playbook", "inventory_path", "limit", "become", "tags", "install", "extra_vars"}
+         "playbook", "inventory_path", "limit", "become", "tags", "install", "extra_vars",
+         "raw_arguments"}
 
 
 class VagrantError(Exception):
@@ -155,6 +156,7 @@ def provision(guest: Guest, options: dict) -> str:
         args.append("--become" if mode == "2.0" else "--sudo")
     if options.get("tags"):
         args.append("--tags=" + ",".join(options["tags"]))
+    args += options.get("raw_arguments", [])  # last, as Vagrant appends them
     command = (f"cd {PROVISIONING_PATH} && PYTHONUNBUFFERED=1 ANSIBLE_NOCOLOR=true ansible-playbook "
                + " ".join(args) + f" {playbook}")
     out = guest.execute(command, check=False)
