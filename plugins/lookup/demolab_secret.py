@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from ansible.errors import AnsibleError
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.loader import lookup_loader
 from ansible.plugins.lookup import LookupBase
 
@@ -50,7 +51,7 @@ class LookupModule(LookupBase):
 
         base = os.path.expanduser(str(lab("lab_secrets_dir")))
         host = str(variables.get("inventory_hostname", ""))
-        generate = str(lab("lab_secrets_generate")).lower() in ("true", "1", "yes", "on")
+        generate = boolean(lab("lab_secrets_generate"), strict=False)
         length = int(lab("lab_secret_length"))
         password = lookup_loader.get("ansible.builtin.password", loader=self._loader,
                                      templar=self._templar)
