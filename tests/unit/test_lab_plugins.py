@@ -8,6 +8,9 @@
   play naming the file.
 - module demolab_dpkg_facts (plugins/modules): the same packages, versions and architectures as
   ansible.builtin.package_facts on this machine, read with dpkg-query.
+- module demolab_supervisor (plugins/modules): against a supervisord of the test's own, starts
+  and stops a program, applies a changed definition (a new process) and nothing else, changes
+  nothing in check mode, names an unknown program and an unreachable supervisord.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import yaml
@@ -115,3 +119,79 @@ def test_dpkg_facts_match_package_facts(tmp_path):
 
     assert "dpkg" in ours and shape(ours) == shape(theirs)
     assert not results(proc)[0]["changed"]
+
+
+def supervisord(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
+    """A real supervisord of its own (Debian's, installed by make deps) with one program."""
+    sock, confd = tmp_path / "supervisor.sock", tmp_path / "conf.d"
+    confd.mkdir()
+    (confd / "demo.conf").write_text("[program:demo]\ncommand=sleep 600\nautostart=true\nstartsecs=1\n")
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(f"[unix_http_server]\nfile={sock}\nchmod=0700\n"
+                    f"[supervisord]\nnodaemon=true\nlogfile={tmp_path}/supervisord.log\n"
+                    f"pidfile={tmp_path}/supervisord.pid\nchildlogdir={tmp_path}\n"
+                    "[rpcinterface:supervisor]\n"
+                    "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
+                    f"[supervisorctl]\nserverurl=unix://{sock}\n[include]\nfiles={confd}/*.conf\n")
+    proc = subprocess.Popen(["/usr/bin/supervisord", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        if ctl(conf, "status", "demo").startswith("demo") and "RUNNING" in ctl(conf, "status", "demo"):
+            break
+        time.sleep(0.1)
+    return proc, conf, sock
+
+
+def ctl(conf: Path, *args: str) -> str:
+    return subprocess.run(["/usr/bin/supervisorctl", "-c", str(conf), *args], capture_output=True,
+                          text=True, check=False).stdout
+
+
+def program(sock: Path, name: str = "demo", **options) -> dict:
+    return {"name": "Run", "demolab_supervisor": {"name": name, "socket": str(sock), **options}}
+
+
+def test_supervisor_program_loaded_and_run_as_asked(tmp_path):
+    """demolab_supervisor against a real supervisord: start, stop, a changed definition, check mode."""
+    proc, conf, sock = supervisord(tmp_path)
+    try:
+        pid = ctl(conf, "pid", "demo").strip()
+        assert pid.isdigit(), ctl(conf, "status")
+
+        same = play(tmp_path, [program(sock), program(sock, reload=True)])
+        assert same.returncode == 0, same.stdout[-2000:]
+        assert [r["changed"] for r in results(same)] == [False, False]
+        assert ctl(conf, "pid", "demo").strip() == pid
+
+        ctl(conf, "stop", "demo")
+        preview = play(tmp_path, [program(sock)], "--check")
+        assert preview.returncode == 0 and results(preview)[0]["changed"]
+        assert "STOPPED" in ctl(conf, "status", "demo"), "check mode started the program"
+        start = play(tmp_path, [program(sock)])
+        assert start.returncode == 0 and results(start)[0]["actions"] == ["start"]
+        assert results(start)[0]["statename"] == "RUNNING"
+        pid = ctl(conf, "pid", "demo").strip()
+
+        (tmp_path / "conf.d" / "demo.conf").write_text(
+            "[program:demo]\ncommand=sleep 601\nautostart=true\nstartsecs=1\n")
+        preview = play(tmp_path, [program(sock, reload=True)], "--check")
+        assert preview.returncode == 0 and results(preview)[0]["changed"]
+        assert ctl(conf, "pid", "demo").strip() == pid, "check mode applied the definition"
+        applied = play(tmp_path, [program(sock, reload=True)])
+        assert applied.returncode == 0, applied.stdout[-2000:]
+        # supervisord starts it itself (autostart); service.yml then waits for its port.
+        assert results(applied)[0]["changed"] and results(applied)[0]["statename"] in ("STARTING", "RUNNING")
+        time.sleep(1.5)
+        assert ctl(conf, "pid", "demo").strip() not in ("", pid), "the new definition does not run"
+
+        stop = play(tmp_path, [program(sock, state="stopped"), program(sock, state="stopped")])
+        assert [r["changed"] for r in results(stop)] == [True, False]
+        assert "STOPPED" in ctl(conf, "status", "demo")
+
+        unknown = play(tmp_path, [program(sock, name="nothing")])
+        assert unknown.returncode != 0 and "supervisord has no program nothing" in unknown.stdout
+        absent = play(tmp_path, [program(tmp_path / "no.sock")])
+        assert absent.returncode != 0 and "cannot talk to supervisord" in absent.stdout
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
