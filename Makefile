@@ -142,11 +142,17 @@ test-hosts: venv wheel ## the lifecycle on fresh offline systemd test hosts (con
 	@echo "==> fresh systemd test hosts: converge, idempotence, check mode, verify"
 	@$(BIN)/python tests/lifecycle.py $(LIFECYCLE_ARGS)
 
-# `make lab` on this very machine (supervisord path where PID 1 is not systemd), then verify.
-test-local: venv ## make lab on this very machine (supervisord without systemd), then verify
+# `make lab` on this very machine (supervisord path where PID 1 is not systemd), then verify;
+# then as after a reboot where nothing starts supervisord: the play starts it and must wait for
+# every service (devpi-server takes seconds to listen).
+test-local: venv ## make lab on this very machine (supervisord without systemd), verify, then again after supervisord stopped
 	@echo "==> make lab on this machine, then verify"
 	@$(MAKE) --no-print-directory lab PLAYBOOK_ARGS="-e ffmpeg_artifact_source_dir=$(FFMPEG_CACHE) $(PLAYBOOK_ARGS)"
 	@$(MAKE) --no-print-directory verify
+	@echo "==> as after a reboot with no init to start supervisord: make lab starts it, every service waits for its port"
+	@/etc/init.d/supervisor stop >/dev/null; for i in $$(seq 60); do pgrep -f 'bin/supervisord' >/dev/null || break; sleep 1; done
+	@$(MAKE) --no-print-directory lab PLAYBOOK_ARGS="-e ffmpeg_artifact_source_dir=$(FFMPEG_CACHE) $(PLAYBOOK_ARGS)"
+	@/usr/local/bin/demolab-ready
 
 # The Vagrantfile's provisioner (vagrant/ansible_local.json) replayed on a fresh host set up
 # like a Vagrant box: the unprivileged SSH user, sudo, pip, the ansible-playbook line.
